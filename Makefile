@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each sets up .venv itself.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU wheel of torch 2.13.0 is installed first so that no other spec pulls the CUDA build.
+TORCH  ?= torch==2.13.0
+DEMO_OUT ?= demo-out
+
+.PHONY: demo test lint venv bench clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/rlhf demo --out $(DEMO_OUT)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+# pytest exits 5 when it collects no tests; that is reported, not treated as a failure.
+test: lint
+	$(BIN)/python -m pytest -q -ra --durations=15 tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+$(VENV)/.bench: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.bench
+	$(BIN)/python bench/sft.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache

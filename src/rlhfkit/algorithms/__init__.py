@@ -1,0 +1,1 @@
+"""Training algorithms; each module reads top to bottom: setup, loop, save."""

@@ -1,0 +1,219 @@
+"""Supervised fine-tuning on demonstrations: next-token loss on the completion only.
+
+One optimizer step sees `batch_size` sequences over all processes and accumulation micro-steps. Its loss is the
+summed completion-token NLL divided by the completion tokens of the whole step, so 1 process x 8 micro-steps,
+8 x 1 and 2 processes x 4 give the same gradient (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.config import ConfigError, SFTConfig, save_config
+from rlhfkit.data.collate import SFTExample, collate_packed, collate_padded, tokenize_sft
+from rlhfkit.data.io import read_records
+from rlhfkit.eval.gold import gold_metrics
+from rlhfkit.losses import sft_nll
+from rlhfkit.models.generate import generate_answers
+from rlhfkit.models.load import load_causal_lm, load_tokenizer, save_model
+from rlhfkit.runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rlhfkit.runtime.dist import all_reduce_sum, make_accelerator
+from rlhfkit.runtime.files import write_jsonl
+from rlhfkit.runtime.metrics import MetricsLog
+from rlhfkit.runtime.progress import progress_bar
+
+SFT_FORMATS = ("sft", "messages")
+
+
+def make_batch(examples: list[SFTExample], *, packing: bool, pad_id: int) -> dict[str, torch.Tensor]:
+    return collate_packed(examples) if packing else collate_padded(examples, pad_id=pad_id)
+
+
+def batch_nll(model, batch: dict[str, torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed completion NLL of one micro-batch and its target-token count."""
+    labels = batch.pop("labels").to(device)
+    logits = model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).logits
+    return sft_nll(logits, labels)
+
+
+def step_indices(step: int, *, n: int, batch_size: int, seed: int) -> list[int]:
+    """Example indices of one optimizer step: a fresh seeded permutation per epoch, the remainder dropped."""
+    epoch, k = divmod(step, n // batch_size)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    return perm[k * batch_size : (k + 1) * batch_size]
+
+
+def optimizer_for(model, cfg: SFTConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-8)
+
+
+@torch.no_grad()
+def eval_loss(model, examples: list[SFTExample], accelerator, *, cfg: SFTConfig, pad_id: int) -> float:
+    """Token-weighted mean NLL over the eval set, sharded over processes."""
+    was_training = model.training
+    model.eval()
+    nll = torch.zeros((), device=accelerator.device)
+    count = torch.zeros((), device=accelerator.device)
+    mine = examples[accelerator.process_index :: accelerator.num_processes]
+    for i in range(0, len(mine), cfg.eval_batch_size):
+        b_nll, b_count = batch_nll(
+            model, make_batch(mine[i : i + cfg.eval_batch_size], packing=cfg.packing, pad_id=pad_id), accelerator.device
+        )
+        nll += b_nll
+        count += b_count
+    model.train(was_training)
+    return (all_reduce_sum(accelerator, nll) / all_reduce_sum(accelerator, count).clamp(min=1)).item()
+
+
+def train(cfg: SFTConfig) -> dict[str, Any]:
+    # --- setup ---
+    cfg.validate()
+    acc = make_accelerator(device=cfg.device)
+    world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
+    if cfg.batch_size % (world * cfg.grad_accum):
+        raise ConfigError(
+            f"batch_size ({cfg.batch_size}) must be a multiple of processes x grad_accum ({world} x {cfg.grad_accum})"
+        )
+    from accelerate.utils import set_seed
+    from transformers import get_cosine_schedule_with_warmup
+
+    set_seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    tokenizer = load_tokenizer(cfg.model)
+    pad_id = tokenizer.pad_token_id
+    train_records = read_records(cfg.train_file, expect=SFT_FORMATS).records
+    train_set, truncated = tokenize_sft(
+        train_records, tokenizer, max_length=cfg.max_length, template=cfg.prompt_template
+    )
+    eval_records = read_records(cfg.eval_file, expect=SFT_FORMATS).records if cfg.eval_file else []
+    eval_set, _ = tokenize_sft(eval_records, tokenizer, max_length=cfg.max_length, template=cfg.prompt_template)
+    steps_per_epoch = len(train_set) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"batch_size ({cfg.batch_size}) is larger than the training set ({len(train_set)} examples)")
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * steps_per_epoch)
+
+    model = load_causal_lm(cfg.model, dtype=cfg.dtype, device=str(acc.device), lora=cfg.lora)
+    optimizer = optimizer_for(model, cfg)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
+    model, optimizer = acc.prepare(model, optimizer)
+    acc.register_for_checkpointing(scheduler)  # stepped by us once per optimizer step, on every process
+
+    start_step = 0
+    checkpoint = latest_checkpoint(out) if cfg.resume else None
+    if checkpoint is not None:
+        start_step = load_checkpoint(acc, checkpoint)["step"]
+        acc.print(f"resuming from {checkpoint} (step {start_step} of {total_steps})")
+    elif cfg.resume:
+        acc.print(f"resume=true but {out}/checkpoints holds no checkpoint; starting from step 0")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        if truncated:
+            acc.print(
+                f"warning: {truncated} training examples were longer than max_length={cfg.max_length} "
+                "and were truncated"
+            )
+    log = MetricsLog(out, enabled=main, resume_from_step=start_step if checkpoint else None)
+
+    # --- loop ---
+    model.train()
+    micro = cfg.batch_size // world // cfg.grad_accum
+    window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+    train_start, loss = time.perf_counter(), float("nan")
+    with progress_bar("sft", total=total_steps, completed=start_step, enabled=main) as advance:
+        for step in range(start_step, total_steps):
+            indices = step_indices(step, n=len(train_set), batch_size=cfg.batch_size, seed=cfg.seed)
+            n_targets = sum(train_set[i].num_targets for i in indices)
+            mine = indices[rank::world]
+            nll_sum = torch.zeros((), device=acc.device)
+            for j in range(cfg.grad_accum):
+                batch = make_batch(
+                    [train_set[i] for i in mine[j * micro : (j + 1) * micro]], packing=cfg.packing, pad_id=pad_id
+                )
+                window_tokens += batch["input_ids"].numel() if cfg.packing else int(batch["attention_mask"].sum())
+                sync = nullcontext() if j == cfg.grad_accum - 1 else acc.no_sync(model)
+                with sync:
+                    nll, _ = batch_nll(model, batch, acc.device)
+                    # DDP averages gradients over processes; scaling by `world` turns that into the global sum.
+                    acc.backward(nll * world / n_targets)
+                nll_sum += nll.detach()
+            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            loss = (all_reduce_sum(acc, nll_sum) / n_targets).item()
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {loss} at step {step + 1}; lower learning_rate "
+                    f"(now {cfg.learning_rate}) or check the data. Last good checkpoint: "
+                    f"{latest_checkpoint(out)}"
+                )
+            window_loss, window_steps = window_loss + loss, window_steps + 1
+            done = step + 1
+            advance(status=f"loss {loss:.4f}")
+            if done % cfg.logging_steps == 0 or done == total_steps:
+                elapsed = time.perf_counter() - window_start
+                row = {
+                    "step": done,
+                    "epoch": round(done / steps_per_epoch, 4),
+                    "loss": window_loss / window_steps,
+                    "learning_rate": scheduler.get_last_lr()[0],
+                    "grad_norm": None if grad_norm is None else float(grad_norm),
+                    "tokens_per_second": window_tokens * world / max(elapsed, 1e-9),
+                }
+                if cfg.eval_steps and eval_set and done % cfg.eval_steps == 0:
+                    row["eval_loss"] = eval_loss(model, eval_set, acc, cfg=cfg, pad_id=pad_id)
+                log.log(row)
+                window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+            if cfg.save_steps and done % cfg.save_steps == 0 and done < total_steps:
+                save_checkpoint(acc, out, done, {"total_steps": total_steps}, keep=cfg.save_total_limit)
+    train_seconds = time.perf_counter() - train_start
+
+    # --- evaluate and save ---
+    summary: dict[str, Any] = {
+        "steps": total_steps,
+        "train_loss": loss,
+        "train_examples": len(train_set),
+        "truncated_examples": truncated,
+        "train_seconds": train_seconds,
+    }
+    if eval_set:
+        summary["eval_loss"] = eval_loss(model, eval_set, acc, cfg=cfg, pad_id=pad_id)
+    unwrapped = acc.unwrap_model(model)
+    if main:
+        if eval_records and cfg.gold_metrics:
+            answers = [
+                a[0]
+                for a in generate_answers(
+                    unwrapped,
+                    tokenizer,
+                    [r.prompt for r in eval_records],
+                    max_new_tokens=cfg.max_new_tokens,
+                    temperature=0.0,
+                    batch_size=cfg.eval_batch_size,
+                    template=cfg.prompt_template,
+                )
+            ]
+            golds = [r.completion for r in eval_records]
+            summary.update({f"eval_{k}": v for k, v in gold_metrics(answers, golds).items()})
+            write_jsonl(
+                out / "eval_predictions.jsonl",
+                ({"prompt": r.prompt, "gold": r.completion, "answer": a} for r, a in zip(eval_records, answers)),
+            )
+        save_model(unwrapped, tokenizer, out, merge_lora=cfg.lora.merge)
+        log.summary(summary)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return summary

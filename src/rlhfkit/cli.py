@@ -1,0 +1,208 @@
+"""`rlhf <command>`. Heavy modules (torch, transformers) are imported inside the commands, so --help is instant."""
+
+from __future__ import annotations
+
+import sys
+from functools import wraps
+from pathlib import Path
+
+import typer
+
+from rlhfkit.config import ConfigError, SFTConfig, describe
+
+app = typer.Typer(
+    help="rlhfkit: human feedback, SFT, reward models and PPO, end to end.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Check and convert data files.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn):
+    """Bad input ends the command with its message and exit code 2, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        from rlhfkit.data.io import DataError
+
+        try:
+            return fn(*args, **kwargs)
+        except DataError as e:
+            fail(f"error: {len(e.errors) if e.total == len(e.errors) else e.total} problem(s) in the data:\n{e}")
+        except (ConfigError, FileNotFoundError) as e:
+            fail(f"error: {e}")
+
+    return wrapper
+
+
+def settings_epilog(cls: type) -> str:
+    lines = ["Settings (key=value, or in the --config YAML):", ""]
+    lines += [f"  {name} (default {default}): {doc}" for name, default, doc in describe(cls)]
+    return "\n\n".join(lines)
+
+
+@app.command(epilog=settings_epilog(SFTConfig), context_settings={"help_option_names": ["-h", "--help"]})
+@user_errors
+def sft(
+    overrides: list[str] | None = typer.Argument(None, help="Settings as key=value, e.g. learning_rate=1e-5."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of settings (overrides win)."),
+) -> None:
+    """Supervised fine-tuning on gold answers. Example:
+    rlhf sft model=DIR train_file=qa.jsonl output_dir=out max_steps=400 learning_rate=3e-3 batch_size=8
+    """
+    from rlhfkit.algorithms.sft import train
+    from rlhfkit.config import load_config
+
+    cfg = load_config(SFTConfig, config, overrides or [])
+    summary = train(cfg)
+    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
+    typer.echo(f"saved {cfg.output_dir}: {shown}")
+
+
+@app.command()
+@user_errors
+def generate(
+    model: str = typer.Option(..., help="Model directory or hub id."),
+    prompts: Path = typer.Option(..., help="Prompts: JSONL/CSV with a prompt (string or messages) per record."),
+    out: Path = typer.Option(..., help='Output JSONL: {"prompt": ..., "responses": [...]} per prompt.'),
+    num_samples: int = typer.Option(1, "--num-samples", "-k", min=1, help="Responses per prompt."),
+    max_new_tokens: int = typer.Option(128, min=1),
+    temperature: float = typer.Option(1.0, min=0.0, help="0 is greedy decoding."),
+    top_p: float = typer.Option(1.0, min=0.0, max=1.0),
+    seed: int = typer.Option(0),
+    batch_size: int = typer.Option(16, min=1),
+    prompt_template: str = typer.Option("chat", help="chat (tokenizer's chat template) or raw (verbatim)."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Sample responses for every prompt. Example:
+    rlhf generate --model runs/sft --prompts questions.jsonl --out samples.jsonl --num-samples 4 --temperature 0.7
+    """
+    from rlhfkit.data.io import read_records
+    from rlhfkit.models.generate import generate_answers
+    from rlhfkit.models.load import load_causal_lm, load_tokenizer
+    from rlhfkit.runtime.files import write_jsonl
+    from rlhfkit.runtime.progress import progress_bar
+
+    records = read_records(prompts).records
+    prompt_list = [r.prompt for r in records]
+    tokenizer = load_tokenizer(model, padding_side="left")
+    lm = load_causal_lm(model, device=device)
+    with progress_bar("generate", total=len(prompt_list), enabled=sys.stderr.isatty()) as advance:
+        answers = generate_answers(
+            lm,
+            tokenizer,
+            prompt_list,
+            num_samples=num_samples,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            batch_size=batch_size,
+            seed=seed,
+            template=prompt_template,
+            on_batch=advance,
+        )
+    n = write_jsonl(out, ({"prompt": p, "responses": a} for p, a in zip(prompt_list, answers)))
+    typer.echo(f"wrote {n} prompts x {num_samples} responses to {out}")
+
+
+@app.command()
+@user_errors
+def chat(
+    model: str = typer.Option(..., help="Model directory or hub id."),
+    max_new_tokens: int = typer.Option(256, min=1),
+    temperature: float = typer.Option(0.0, min=0.0, help="0 is greedy decoding."),
+    system: str = typer.Option("", help="Optional system message."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Talk to a model in the terminal. Empty line or Ctrl-D quits; /reset clears the conversation."""
+    from rlhfkit.models.generate import generate_answers
+    from rlhfkit.models.load import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(model, padding_side="left")
+    lm = load_causal_lm(model, device=device)
+    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    typer.echo("chatting with " + model + " (empty line to quit, /reset to start over)")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            break
+        if not line:
+            break
+        if line == "/reset":
+            history = history[:1] if system else []
+            continue
+        history.append({"role": "user", "content": line})
+        answer = generate_answers(
+            lm, tokenizer, [list(history)], max_new_tokens=max_new_tokens, temperature=temperature
+        )[0][0]
+        history.append({"role": "assistant", "content": answer})
+        typer.echo(f"bot> {answer}")
+
+
+@data_app.command("validate")
+@user_errors
+def data_validate(
+    file: str = typer.Argument(..., help="JSONL, CSV, .gz or a datasets directory."),
+    format: str | None = typer.Option(None, "--format", help="Check as this format instead of detecting it."),
+) -> None:
+    """Check every record; print the count and detected format, or each problem as file:line: field: problem."""
+    from rlhfkit.data.io import read_records
+
+    data = read_records(file, fmt=format)
+    typer.echo(f"{file}: {len(data)} records, format {data.format}")
+
+
+@data_app.command("convert")
+@user_errors
+def data_convert(
+    src: str = typer.Argument(..., metavar="IN", help="Input file in any supported format."),
+    dst: Path = typer.Argument(..., metavar="OUT", help="Output JSONL (.jsonl or .jsonl.gz), written atomically."),
+    to: str = typer.Option(..., "--to", help="pairs, sft or comparisons."),
+) -> None:
+    """Write the canonical format. Example: rlhf data convert rankings.jsonl pairs.jsonl --to pairs"""
+    from rlhfkit.data.convert import TARGETS, convert
+    from rlhfkit.data.io import read_records
+    from rlhfkit.runtime.files import write_jsonl
+
+    if to not in TARGETS:
+        fail(f"error: --to must be one of {', '.join(TARGETS)}, got {to!r}")
+    data = read_records(src)
+    try:
+        records, skipped = convert(data.records, to)
+    except TypeError as e:
+        fail(f"error: {src}: {e}")
+    n = write_jsonl(dst, (r.to_dict() for r in records))
+    note = ", ".join(f"{v} {k}" for k, v in skipped.items())
+    typer.echo(
+        f"wrote {n} {to} records to {dst} from {len(data)} {data.format} records"
+        + (f" (skipped: {note})" if note else "")
+    )
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Path = typer.Option(Path("demo-out"), help="Directory for the models, data and report."),
+    model: str | None = typer.Option(None, help="Use this model directory or hub id instead of the tiny one."),
+    steps: int = typer.Option(0, min=0, help="SFT steps (0: the demo's default)."),
+) -> None:
+    """The main job, offline on a CPU: fine-tune a model on the bundled help-desk answers, show before/after."""
+    from rlhfkit.demo.run import run_demo
+
+    run_demo(out, model=model, steps=steps)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

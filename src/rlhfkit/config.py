@@ -1,0 +1,228 @@
+"""One dataclass per command. YAML file first, then dotted `key=value` overrides; unknown keys are rejected.
+
+Each field is documented once, by the string literal under it; `field_docs` reads those strings for `--help`.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import textwrap
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from rlhfkit.runtime.files import atomic_open
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has a value of the wrong type."""
+
+
+@dataclass
+class LoraSettings:
+    r: int = 0
+    """LoRA rank; 0 means full fine-tuning (every weight trains)."""
+    alpha: int = 16
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    target_modules: str = "all-linear"
+    """Comma-separated module names to adapt, or "all-linear"."""
+    merge: bool = True
+    """Save the merged model (a plain HF directory); false saves the adapter only."""
+
+
+@dataclass
+class SFTConfig:
+    model: str = ""
+    """Base model: a Hugging Face model directory or hub id."""
+    train_file: str = ""
+    """Demonstrations: prompt/completion or messages records (JSONL, CSV, .gz, datasets dir)."""
+    eval_file: str = ""
+    """Held-out demonstrations for eval loss and gold-answer metrics (optional)."""
+    output_dir: str = "runs/sft"
+    """Where the model, config.yaml, metrics.jsonl, metrics.json and checkpoints/ go."""
+    max_steps: int = -1
+    """Optimizer steps to run; -1 derives them from epochs."""
+    epochs: float = 3.0
+    """Passes over the training data (used when max_steps is -1)."""
+    learning_rate: float = 2e-5
+    """Peak learning rate (AdamW), reached after warmup, then cosine decay to 0."""
+    batch_size: int = 8
+    """Sequences per optimizer step, over all processes and accumulation micro-steps together."""
+    grad_accum: int = 1
+    """Micro-steps each optimizer step is split into (same result, less memory)."""
+    warmup_ratio: float = 0.03
+    """Share of the steps spent warming the learning rate up linearly from 0."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (not applied to biases and norms)."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this; 0 turns clipping off."""
+    max_length: int = 1024
+    """Longest prompt + completion in tokens; longer prompts are cut from the left."""
+    packing: bool = True
+    """Padding-free batches: a micro-batch's sequences are laid end to end in one row with their own positions
+    and attention (no pad tokens computed, no sequence sees another). False pads each row to the longest."""
+    prompt_template: str = "chat"
+    """"chat": prompts go through the tokenizer's chat template (or the fallback); "raw": used verbatim."""
+    seed: int = 42
+    """Seed for initialisation, data order and dropout."""
+    logging_steps: int = 10
+    """Write a metrics.jsonl row every N optimizer steps."""
+    eval_steps: int = 0
+    """Compute eval loss every N steps; 0 only at the end."""
+    save_steps: int = 0
+    """Write a resumable checkpoint every N steps; 0 only the final model."""
+    save_total_limit: int = 2
+    """Checkpoints kept in output_dir/checkpoints (the newest)."""
+    resume: bool = False
+    """Continue from the newest checkpoint in output_dir/checkpoints."""
+    dtype: str = "auto"
+    """float32, bfloat16, float16 or auto (bf16 on a GPU that supports it, else fp32)."""
+    device: str = "auto"
+    """cuda, mps, cpu or auto (first available in that order)."""
+    gold_metrics: bool = True
+    """After training, greedily answer the eval prompts and score them against the gold answers."""
+    max_new_tokens: int = 64
+    """Longest answer generated for the gold-answer metrics."""
+    eval_batch_size: int = 16
+    """Prompts per batch for eval loss and generation."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """LoRA settings (lora.r=0: full fine-tuning)."""
+
+    def validate(self) -> None:
+        for name in ("model", "train_file"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} is required, e.g. rlhf sft {name}=...")
+        if self.prompt_template not in ("chat", "raw"):
+            raise ConfigError(f"prompt_template: {self.prompt_template!r} is not one of chat, raw")
+        for name in ("batch_size", "grad_accum", "max_length", "logging_steps", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(f"batch_size ({self.batch_size}) must be a multiple of grad_accum ({self.grad_accum})")
+        if self.max_steps == 0 or (self.max_steps < 0 and self.epochs <= 0):
+            raise ConfigError("set max_steps > 0 or epochs > 0")
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """{field: the string literal written under it in the class body}."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for stmt, nxt in zip(body, body[1:]):
+        if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[stmt.target.id] = " ".join(str(nxt.value.value).split())  # type: ignore[union-attr]
+    return docs
+
+
+def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted name, default, doc) for every setting, nested sections flattened."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows += describe(hints[f.name], prefix + f.name + ".")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            rows.append((prefix + f.name, repr(default), docs.get(f.name, "")))
+    return rows
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads "1e-5" as a string
+            except ValueError:
+                pass
+    elif typ is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{key}: expected {typ.__name__}, got {value!r}")
+
+
+def _build(cls: type[C], values: dict[str, Any], prefix: str = "") -> C:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        valid = ", ".join(name for name, _, _ in describe(cls, prefix))
+        raise ConfigError(f"unknown setting {prefix + unknown[0]!r}; valid settings: {valid}")
+    kwargs = {}
+    for name, value in values.items():
+        typ = hints[name]
+        if dataclasses.is_dataclass(typ):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix + name}: expected a section of settings, got {value!r}")
+            kwargs[name] = _build(typ, value, prefix + name + ".")
+        else:
+            kwargs[name] = _coerce(value, typ, prefix + name)
+    return cls(**kwargs)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """["lr=1e-5", "lora.r=16"] -> {"lr": 1e-5, "lora": {"r": 16}}; values are read as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value")
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        try:
+            node[leaf] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            node[leaf] = raw
+    return tree
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: {e}") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        values = loaded or {}
+    values = _merge(values, parse_overrides(overrides or []))
+    try:
+        return _build(cls, values)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    with atomic_open(path) as f:
+        yaml.safe_dump(dataclasses.asdict(cfg), f, sort_keys=False)

@@ -1,0 +1,77 @@
+"""Tokenization and batching for supervised fine-tuning.
+
+An example is the prompt's ids followed by the completion's ids and EOS; labels are IGNORE_INDEX on the prompt,
+so the loss counts completion tokens only. Prompt and completion are tokenized separately, exactly as generation
+sees them (the prompt is encoded alone and the answer continues it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rlhfkit.data.schema import SFTRecord
+from rlhfkit.losses import IGNORE_INDEX
+from rlhfkit.models.load import encode_prompt
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE_INDEX on prompt tokens
+
+    @property
+    def num_targets(self) -> int:
+        """Tokens that the loss counts: each label except the first position, which nothing predicts."""
+        return sum(1 for t in self.labels[1:] if t != IGNORE_INDEX)
+
+
+def tokenize_sft(
+    records: list[SFTRecord], tokenizer, *, max_length: int, template: str = "chat"
+) -> tuple[list[SFTExample], int]:
+    """Examples and how many were truncated (prompt cut from the left first, then the completion's end)."""
+    examples, truncated = [], 0
+    for r in records:
+        prompt = encode_prompt(tokenizer, r.prompt, template=template)
+        completion = tokenizer(r.completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        if len(prompt) + len(completion) > max_length:
+            truncated += 1
+            keep_prompt = max(1, max_length - len(completion))
+            prompt = prompt[-keep_prompt:]
+            completion = completion[: max_length - len(prompt)]
+        examples.append(SFTExample(prompt + completion, [IGNORE_INDEX] * len(prompt) + completion))
+    return examples, truncated
+
+
+def collate_padded(examples: list[SFTExample], *, pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded (B, T) batch with attention_mask; padded labels are IGNORE_INDEX."""
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        input_ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        attention_mask[i, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def collate_packed(examples: list[SFTExample]) -> dict[str, torch.Tensor]:
+    """One (1, sum T_i) row: sequences end to end, positions restarting at 0 for each.
+
+    Without an attention_mask, transformers reads the restarts in position_ids as sequence boundaries and builds a
+    block-diagonal causal mask, so no sequence attends to another. Each sequence's first label is IGNORE_INDEX so
+    the previous sequence's last token is never trained to predict it.
+    """
+    ids, labels, positions = [], [], []
+    for e in examples:
+        ids += e.input_ids
+        labels += [IGNORE_INDEX] + e.labels[1:]
+        positions += list(range(len(e.input_ids)))
+    return {
+        "input_ids": torch.tensor([ids]),
+        "labels": torch.tensor([labels]),
+        "position_ids": torch.tensor([positions]),
+    }

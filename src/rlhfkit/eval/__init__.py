@@ -1,0 +1,1 @@
+"""Evaluation: gold-answer metrics, reward-model accuracy, win rates, reports."""

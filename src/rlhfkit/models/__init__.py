@@ -1,0 +1,1 @@
+"""Model loading (HF + peft + dtype/device), chat formatting, generation, and tiny offline test models."""

@@ -1,0 +1,142 @@
+"""Load any Hugging Face causal LM directory or hub id, its tokenizer, and optional LoRA adapters; save a run's model.
+
+Prompt formatting: a string prompt is one user turn, a message list is used as is; both go through the tokenizer's
+chat template with the generation prompt appended. A tokenizer without a chat template gets FALLBACK_CHAT_TEMPLATE
+("User: ...\\nAssistant: ..."), which is saved with every model we write, so later stages format prompts the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.data.schema import Text
+
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
+    "{% elif m['role'] == 'user' %}User: {{ m['content'] }}\n"
+    "{% else %}Assistant: {{ m['content'] }}{{ eos_token }}\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant: {% endif %}"
+)
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """cuda > mps > cpu for "auto"; otherwise the named device."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """ "auto": bf16 on a GPU that supports it, fp32 elsewhere (CPU bf16 matmuls are slower than fp32 on most CPUs)."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def load_tokenizer(name_or_path: str, *, padding_side: str = "right"):
+    """AutoTokenizer with a pad token (the EOS token where the model has none) and a chat template."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(name_or_path)
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ValueError(f"{name_or_path}: tokenizer has neither a pad nor an EOS token")
+        tok.pad_token = tok.eos_token  # padding is masked by attention_mask and labels, never by token id
+    if not getattr(tok, "chat_template", None):
+        tok.chat_template = FALLBACK_CHAT_TEMPLATE
+    tok.padding_side = padding_side
+    return tok
+
+
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer puts BOS in front of plain text on its own."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a", add_special_tokens=True).input_ids[:1] == [bos]
+
+
+def format_prompt(tokenizer, prompt: Text, *, template: str = "chat") -> str:
+    """The text the model sees before its answer."""
+    if template == "raw":
+        if not isinstance(prompt, str):
+            raise ValueError("prompt_template=raw needs string prompts, got a message list")
+        return prompt
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompt(tokenizer, prompt: Text, *, template: str = "chat") -> list[int]:
+    """Token ids of the formatted prompt, with BOS where the tokenizer would add it and the template did not."""
+    text = format_prompt(tokenizer, prompt, template=template)
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    if adds_bos(tokenizer) and ids[:1] != [tokenizer.bos_token_id]:
+        ids = [tokenizer.bos_token_id] + ids
+    return ids
+
+
+def load_causal_lm(
+    name_or_path: str, *, dtype: str = "auto", device: str = "auto", lora: Any = None, trust_remote_code: bool = False
+):
+    """AutoModelForCausalLM on the chosen device and dtype; with `lora.r > 0`, wrapped in peft LoRA adapters."""
+    from transformers import AutoModelForCausalLM
+
+    dev = pick_device(device)
+    model = AutoModelForCausalLM.from_pretrained(
+        name_or_path, dtype=pick_dtype(dtype, dev), trust_remote_code=trust_remote_code
+    ).to(dev)
+    if lora is not None and lora.r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        targets = lora.target_modules if lora.target_modules == "all-linear" else lora.target_modules.split(",")
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=targets,
+                task_type="CAUSAL_LM",
+            ),
+        )
+    return model
+
+
+def save_model(model, tokenizer, out_dir: str | os.PathLike, *, merge_lora: bool = True) -> None:
+    """Write a model directory loadable by from_pretrained. Files are written beside it first, then moved in,
+    so an interrupted save never leaves a half-written model in out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if merge_lora and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=out))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

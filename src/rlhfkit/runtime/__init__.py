@@ -1,0 +1,1 @@
+"""Plumbing shared by the algorithms: distributed setup, checkpoints, metrics, seeding, progress."""
