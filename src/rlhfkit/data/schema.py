@@ -7,10 +7,10 @@ the readers add the file and line. Message lists are kept as given: `[{"role": .
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Union
+from typing import Any
 
 Message = dict[str, str]
-Text = Union[str, list[Message]]  # a plain string or a conversation
+Text = str | list[Message]  # a plain string or a conversation
 
 ROLES = ("system", "user", "assistant", "tool")
 LABELS = ("a", "b", "tie", "both_bad")
@@ -94,7 +94,7 @@ class Generations:
         return {"prompt": self.prompt, "responses": self.responses}
 
 
-Record = Union[SFTRecord, PreferencePair, Comparison, Ranking, Generations]
+Record = SFTRecord | PreferencePair | Comparison | Ranking | Generations
 
 # format name -> (required keys, record type). Order matters for detection: the first whose keys all appear wins.
 FORMATS: dict[str, tuple[tuple[str, ...], type]] = {
