@@ -184,6 +184,8 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
     # --- evaluate and save ---
     summary: dict[str, Any] = {
         "steps": total_steps,
+        "resumed_from_step": start_step,
+        "world_size": world,
         "train_loss": loss,
         "train_examples": len(train_set),
         "truncated_examples": truncated,

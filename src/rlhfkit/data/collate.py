@@ -62,7 +62,8 @@ def collate_packed(examples: list[SFTExample]) -> dict[str, torch.Tensor]:
     """One (1, sum T_i) row: sequences end to end, positions restarting at 0 for each.
 
     Without an attention_mask, transformers reads the restarts in position_ids as sequence boundaries and builds a
-    block-diagonal causal mask, so no sequence attends to another. Each sequence's first label is IGNORE_INDEX so
+    block-diagonal causal mask, so no sequence attends to another. The forward pass must get use_cache=False:
+    with a KV cache transformers does not look for packed sequences. Each sequence's first label is IGNORE_INDEX so
     the previous sequence's last token is never trained to predict it.
     """
     ids, labels, positions = [], [], []

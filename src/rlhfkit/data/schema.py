@@ -156,7 +156,7 @@ def split_hh(chosen: str, rejected: str) -> tuple[str, str, str]:
     limit = min(len(chosen), len(rejected))
     while n < limit and chosen[n] == rejected[n]:
         n += 1
-    cut = chosen.rfind(HH_ASSISTANT, 0, n - len(HH_ASSISTANT) + 1) if n >= len(HH_ASSISTANT) else -1
+    cut = chosen.rfind(HH_ASSISTANT, 0, n)  # the marker must lie wholly inside the shared prefix
     if cut < 0:
         raise FieldError("chosen", "chosen and rejected share no '\\n\\nAssistant:' turn to split at")
     end = cut + len(HH_ASSISTANT)

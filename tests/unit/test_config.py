@@ -1,0 +1,54 @@
+"""Config: YAML then dotted overrides, types checked, unknown keys rejected with the valid names."""
+
+import pytest
+
+from rlhfkit.config import ConfigError, LoraSettings, SFTConfig, describe, field_docs, load_config, save_config
+
+
+def test_overrides_types_and_nesting():
+    cfg = load_config(SFTConfig, None, ["model=m", "learning_rate=1e-5", "lora.r=16", "packing=false", "epochs=2"])
+    assert cfg.learning_rate == 1e-5 and isinstance(cfg.learning_rate, float)
+    assert cfg.lora == LoraSettings(r=16) and cfg.packing is False and cfg.epochs == 2.0
+
+
+def test_yaml_then_overrides_and_roundtrip(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: base\nbatch_size: 4\nlora:\n  r: 8\n  alpha: 32\n")
+    cfg = load_config(SFTConfig, path, ["batch_size=16", "lora.r=4"])
+    assert (cfg.model, cfg.batch_size, cfg.lora.r, cfg.lora.alpha) == ("base", 16, 4, 32)
+    save_config(cfg, tmp_path / "resolved.yaml")
+    assert load_config(SFTConfig, tmp_path / "resolved.yaml") == cfg
+
+
+def test_unknown_key_lists_valid_names():
+    with pytest.raises(ConfigError) as e:
+        load_config(SFTConfig, None, ["learning_rat=1"])
+    assert "'learning_rat'" in str(e.value) and "learning_rate" in str(e.value) and "lora.r" in str(e.value)
+    with pytest.raises(ConfigError, match="lora.rank"):
+        load_config(SFTConfig, None, ["lora.rank=4"])
+
+
+def test_wrong_types_are_errors(tmp_path):
+    with pytest.raises(ConfigError, match="batch_size: expected int"):
+        load_config(SFTConfig, None, ["batch_size=big"])
+    with pytest.raises(ConfigError, match="batch_size: expected int"):
+        load_config(SFTConfig, None, ["batch_size=1.5"])
+    with pytest.raises(ConfigError, match="not key=value"):
+        load_config(SFTConfig, None, ["oops"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(SFTConfig, bad)
+
+
+def test_validate_names_the_problem():
+    with pytest.raises(ConfigError, match="model is required"):
+        SFTConfig(train_file="x").validate()
+    with pytest.raises(ConfigError, match="multiple of grad_accum"):
+        SFTConfig(model="m", train_file="x", batch_size=6, grad_accum=4).validate()
+
+
+def test_every_field_is_documented():
+    docs = field_docs(SFTConfig)
+    assert all(docs.get(name.split(".")[0]) for name, _, _ in describe(SFTConfig))
+    assert all(doc for _, _, doc in describe(SFTConfig))
