@@ -68,9 +68,10 @@ class SFTConfig:
     """Clip the global gradient norm to this; 0 turns clipping off."""
     max_length: int = 1024
     """Longest prompt + completion in tokens; longer prompts are cut from the left."""
-    packing: bool = True
+    packing: bool = False
     """Padding-free batches: a micro-batch's sequences are laid end to end in one row with their own positions
-    and attention (no pad tokens computed, no sequence sees another). False pads each row to the longest."""
+    and attention (no sequence sees another). Pays off with a variable-length attention kernel (flash-attention
+    on a GPU); with PyTorch's SDPA on a CPU the explicit block mask costs more than padding (see bench/)."""
     prompt_template: str = "chat"
     """"chat": prompts go through the tokenizer's chat template (or the fallback); "raw": used verbatim."""
     seed: int = 42
