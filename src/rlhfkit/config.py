@@ -41,14 +41,16 @@ class LoraSettings:
 
 
 @dataclass
-class SFTConfig:
+class TrainSettings:
+    """Settings every training command shares (each command's class adds its own)."""
+
     model: str = ""
-    """Base model: a Hugging Face model directory or hub id."""
+    """Starting model: a Hugging Face model directory or hub id."""
     train_file: str = ""
-    """Demonstrations: prompt/completion or messages records (JSONL, CSV, .gz, datasets dir)."""
+    """Training data (JSONL, CSV, .gz or a datasets directory)."""
     eval_file: str = ""
-    """Held-out demonstrations for eval loss and gold-answer metrics (optional)."""
-    output_dir: str = "runs/sft"
+    """Held-out data for evaluation (optional)."""
+    output_dir: str = "runs/out"
     """Where the model, config.yaml, metrics.jsonl, metrics.json and checkpoints/ go."""
     max_steps: int = -1
     """Optimizer steps to run; -1 derives them from epochs."""
@@ -57,7 +59,7 @@ class SFTConfig:
     learning_rate: float = 2e-5
     """Peak learning rate (AdamW), reached after warmup, then cosine decay to 0."""
     batch_size: int = 8
-    """Sequences per optimizer step, over all processes and accumulation micro-steps together."""
+    """Examples per optimizer step, over all processes and accumulation micro-steps together."""
     grad_accum: int = 1
     """Micro-steps each optimizer step is split into (same result, less memory)."""
     warmup_ratio: float = 0.03
@@ -67,11 +69,7 @@ class SFTConfig:
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this; 0 turns clipping off."""
     max_length: int = 1024
-    """Longest prompt + completion in tokens; longer prompts are cut from the left."""
-    packing: bool = False
-    """Padding-free batches: a micro-batch's sequences are laid end to end in one row with their own positions
-    and attention (no sequence sees another). Pays off with a variable-length attention kernel (flash-attention
-    on a GPU); with PyTorch's SDPA on a CPU the explicit block mask costs more than padding (see bench/)."""
+    """Longest prompt + answer in tokens; longer prompts are cut from the left."""
     prompt_template: str = "chat"
     """"chat": prompts go through the tokenizer's chat template (or the fallback); "raw": used verbatim."""
     seed: int = 42
@@ -79,7 +77,7 @@ class SFTConfig:
     logging_steps: int = 10
     """Write a metrics.jsonl row every N optimizer steps."""
     eval_steps: int = 0
-    """Compute eval loss every N steps; 0 only at the end."""
+    """Evaluate every N steps; 0 only at the end."""
     save_steps: int = 0
     """Write a resumable checkpoint every N steps; 0 only the final model."""
     save_total_limit: int = 2
@@ -90,19 +88,16 @@ class SFTConfig:
     """float32, bfloat16, float16 or auto (bf16 on a GPU that supports it, else fp32)."""
     device: str = "auto"
     """cuda, mps, cpu or auto (first available in that order)."""
-    gold_metrics: bool = True
-    """After training, greedily answer the eval prompts and score them against the gold answers."""
-    max_new_tokens: int = 64
-    """Longest answer generated for the gold-answer metrics."""
     eval_batch_size: int = 16
-    """Prompts per batch for eval loss and generation."""
+    """Examples per batch when evaluating."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """LoRA settings (lora.r=0: full fine-tuning)."""
 
     def validate(self) -> None:
+        command = type(self).__name__.removesuffix("Config").lower()
         for name in ("model", "train_file"):
             if not getattr(self, name):
-                raise ConfigError(f"{name} is required, e.g. rlhf sft {name}=...")
+                raise ConfigError(f"{name} is required, e.g. rlhf {command} {name}=...")
         if self.prompt_template not in ("chat", "raw"):
             raise ConfigError(f"prompt_template: {self.prompt_template!r} is not one of chat, raw")
         for name in ("batch_size", "grad_accum", "max_length", "logging_steps", "eval_batch_size"):
@@ -114,15 +109,70 @@ class SFTConfig:
             raise ConfigError("set max_steps > 0 or epochs > 0")
 
 
+@dataclass
+class SFTConfig(TrainSettings):
+    """`rlhf sft`: supervised fine-tuning on demonstrations (prompt/completion or messages records)."""
+
+    output_dir: str = "runs/sft"
+    """Where the model, config.yaml, metrics.jsonl, metrics.json and checkpoints/ go."""
+    packing: bool = False
+    """Padding-free batches: a micro-batch's sequences are laid end to end in one row with their own positions
+    and attention (no sequence sees another). Pays off with a variable-length attention kernel (flash-attention
+    on a GPU); with PyTorch's SDPA on a CPU the explicit block mask costs more than padding (see bench/)."""
+    gold_metrics: bool = True
+    """After training, greedily answer the eval prompts and score them against the gold answers."""
+    max_new_tokens: int = 64
+    """Longest answer generated for the gold-answer metrics."""
+
+
+@dataclass
+class RewardConfig(TrainSettings):
+    """`rlhf reward train`: a scalar reward model from preferences (pairs, comparisons with ties, rankings)."""
+
+    output_dir: str = "runs/reward"
+    """Where the model, config.yaml, metrics.jsonl, metrics.json and checkpoints/ go."""
+    learning_rate: float = 1e-5
+    """Peak learning rate (AdamW), reached after warmup, then cosine decay to 0."""
+    epochs: float = 1.0
+    """Passes over the training data (used when max_steps is -1)."""
+    batch_size: int = 16
+    """Prompts (preference items) per optimizer step; a K-way ranking is one item with all its pairs."""
+    loss: str = "bt"
+    """"bt": Bradley-Terry over every compared pair, averaged per prompt (InstructGPT); "plackett_luce": the
+    Plackett-Luce likelihood for items that are one ranking (pairs and comparisons still use the pairwise loss)."""
+    tie_model: str = "davidson"
+    """How ties count: "davidson" or "rao_kupper" (a three-outcome likelihood), or "none" (tie-only judgements
+    are dropped and counted)."""
+    tie_param: float = 0.0
+    """log nu for davidson (0: nu = 1); log theta for rao_kupper (must be > 0, e.g. 0.7)."""
+    both_bad: str = "tie"
+    """A "both bad" A/B judgement: "tie" (neither is better) or "drop"."""
+    center_coef: float = 0.0
+    """Weight of the reward-centering term (r_a + r_b)^2 that keeps scores near zero mean; 0 turns it off."""
+
+    def validate(self) -> None:
+        super().validate()
+        choices = {
+            "loss": ("bt", "plackett_luce"),
+            "tie_model": ("davidson", "rao_kupper", "none"),
+            "both_bad": ("tie", "drop"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.tie_model == "rao_kupper" and self.tie_param <= 0:
+            raise ConfigError("tie_model=rao_kupper needs tie_param (log theta) > 0, e.g. tie_param=0.7")
+
+
 @cache
 def field_docs(cls: type) -> dict[str, str]:
-    """{field: the string literal written under it in the class body}."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for stmt, nxt in zip(body, body[1:]):
-        if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[stmt.target.id] = " ".join(str(nxt.value.value).split())  # type: ignore[union-attr]
+    """{field: the string literal written under it in the class body}; a subclass's own text wins."""
+    docs: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body  # type: ignore[attr-defined]
+        for stmt, nxt in zip(body, body[1:]):
+            if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                docs[stmt.target.id] = " ".join(str(nxt.value.value).split())  # type: ignore[union-attr]
     return docs
 
 

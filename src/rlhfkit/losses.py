@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -19,3 +22,74 @@ def sft_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     shift_labels = labels[:, 1:].reshape(-1)
     nll = F.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX, reduction="sum")
     return nll, (shift_labels != IGNORE_INDEX).sum()
+
+
+# --- reward model (preferences) ---------------------------------------------------------------------------------
+#
+# Every preference loss below is per comparison and takes scores r_a, r_b of shape (P,). Outcome probabilities
+# (p_a, p_b, p_tie) sum to 1 per comparison: a hard label is one-hot; several annotators give shares (soft target).
+
+
+def bradley_terry(r_chosen: Tensor, r_rejected: Tensor, *, margin: Tensor | float | None = None) -> Tensor:
+    """Per-pair -log sigmoid(r_chosen - r_rejected - margin) (Bradley & Terry 1952; margin: Touvron et al. 2023)."""
+    diff = r_chosen - r_rejected
+    if margin is not None:
+        diff = diff - margin
+    return -F.logsigmoid(diff)
+
+
+def soft_bradley_terry(r_a: Tensor, r_b: Tensor, p_a: Tensor) -> Tensor:
+    """Cross-entropy of sigmoid(r_a - r_b) against the share p_a of annotators preferring a. p_a = 1 is plain BT."""
+    d = r_a - r_b
+    return -(p_a * F.logsigmoid(d) + (1 - p_a) * F.logsigmoid(-d))
+
+
+def davidson_logprobs(r_a: Tensor, r_b: Tensor, *, log_nu: float) -> tuple[Tensor, Tensor, Tensor]:
+    """log P(a wins), log P(b wins), log P(tie) under Davidson (1970) with strengths exp(r) and tie weight nu:
+    P(a) = e^{d/2} / Z, P(b) = e^{-d/2} / Z, P(tie) = nu / Z, Z = e^{d/2} + e^{-d/2} + nu, d = r_a - r_b."""
+    half = (r_a - r_b) / 2
+    log_z = torch.logsumexp(torch.stack([half, -half, torch.full_like(half, log_nu)]), dim=0)
+    return half - log_z, -half - log_z, log_nu - log_z
+
+
+def rao_kupper_logprobs(r_a: Tensor, r_b: Tensor, *, log_theta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """log P(a wins), log P(b wins), log P(tie) under Rao & Kupper (1967), theta > 1:
+    P(a) = sigmoid(d - log theta), P(b) = sigmoid(-d - log theta), P(tie) = the rest,
+    log P(tie) = log(theta^2 - 1) + log P(a) + log P(b)."""
+    if log_theta <= 0:
+        raise ValueError(f"Rao-Kupper needs theta > 1 (log_theta > 0), got {log_theta}")
+    d = r_a - r_b
+    log_pa, log_pb = F.logsigmoid(d - log_theta), F.logsigmoid(-d - log_theta)
+    return log_pa, log_pb, math.log(math.expm1(2 * log_theta)) + log_pa + log_pb
+
+
+def tie_aware_loss(
+    r_a: Tensor, r_b: Tensor, p_a: Tensor, p_b: Tensor, p_tie: Tensor, *, tie_model: str, tie_param: float
+) -> Tensor:
+    """Per-comparison cross-entropy over the three outcomes (a, b, tie) with a tie model "davidson" (tie_param =
+    log nu) or "rao_kupper" (tie_param = log theta)."""
+    if tie_model == "davidson":
+        log_pa, log_pb, log_pt = davidson_logprobs(r_a, r_b, log_nu=tie_param)
+    elif tie_model == "rao_kupper":
+        log_pa, log_pb, log_pt = rao_kupper_logprobs(r_a, r_b, log_theta=tie_param)
+    else:
+        raise ValueError(f"unknown tie_model {tie_model!r} (davidson, rao_kupper)")
+    return -(p_a * log_pa + p_b * log_pb + p_tie * log_pt)
+
+
+def plackett_luce(scores: Tensor, ranks: Tensor) -> Tensor:
+    """Negative log-likelihood of one ranking under Plackett-Luce (Plackett 1975), divided by K - 1 (the number of
+    choices a strict ranking makes), so that for K = 2 without ties it equals the Bradley-Terry loss.
+
+    scores, ranks: (K,); rank 1 is best. Tied items share a risk set (Breslow 1974): each item's term is
+    r_i - logsumexp(r_j over items ranked at or below it), which pulls tied items together. For K = 2 without ties
+    this is -log sigmoid(r_1 - r_2).
+    """
+    at_or_below = ranks.unsqueeze(0) >= ranks.unsqueeze(1)  # [i, j]: item j is in item i's risk set
+    masked = scores.unsqueeze(0).masked_fill(~at_or_below, float("-inf"))
+    return -(scores - torch.logsumexp(masked, dim=1)).sum() / (scores.numel() - 1)
+
+
+def reward_centering(r_a: Tensor, r_b: Tensor) -> Tensor:
+    """(r_a + r_b)^2 per pair: keeps scores near zero mean (Eisenstein et al. 2023, "Helping or herding")."""
+    return (r_a + r_b) ** 2

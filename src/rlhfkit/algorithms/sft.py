@@ -27,6 +27,7 @@ from rlhfkit.runtime.dist import all_reduce_sum, make_accelerator
 from rlhfkit.runtime.files import write_jsonl
 from rlhfkit.runtime.metrics import MetricsLog
 from rlhfkit.runtime.progress import progress_bar
+from rlhfkit.runtime.training import adamw, step_indices
 
 SFT_FORMATS = ("sft", "messages")
 
@@ -40,24 +41,6 @@ def batch_nll(model, batch: dict[str, torch.Tensor], device) -> tuple[torch.Tens
     labels = batch.pop("labels").to(device)
     logits = model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).logits
     return sft_nll(logits, labels)
-
-
-def step_indices(step: int, *, n: int, batch_size: int, seed: int) -> list[int]:
-    """Example indices of one optimizer step: a fresh seeded permutation per epoch, the remainder dropped."""
-    epoch, k = divmod(step, n // batch_size)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-    return perm[k * batch_size : (k + 1) * batch_size]
-
-
-def optimizer_for(model, cfg: SFTConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # The fused kernel updates all tensors in one pass (CPU and CUDA); it needs floating-point parameters.
-    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in decay + no_decay)
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-8, fused=fused)
 
 
 @torch.no_grad()
@@ -106,7 +89,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * steps_per_epoch)
 
     model = load_causal_lm(cfg.model, dtype=cfg.dtype, device=str(acc.device), lora=cfg.lora)
-    optimizer = optimizer_for(model, cfg)
+    optimizer = adamw(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
     model, optimizer = acc.prepare(model, optimizer)
     acc.register_for_checkpointing(scheduler)  # stepped by us once per optimizer step, on every process

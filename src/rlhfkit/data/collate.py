@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhfkit.data.schema import SFTRecord
+from rlhfkit.data.schema import SFTRecord, Text
 from rlhfkit.losses import IGNORE_INDEX
-from rlhfkit.models.load import encode_prompt
+from rlhfkit.models.load import encode_prompt, end_token_id
 
 
 @dataclass(frozen=True)
@@ -27,19 +27,30 @@ class SFTExample:
         return sum(1 for t in self.labels[1:] if t != IGNORE_INDEX)
 
 
+def encode_prompt_answer(
+    tokenizer, prompt: Text, answer: str, *, max_length: int, template: str = "chat"
+) -> tuple[list[int], list[int], bool]:
+    """(prompt ids, answer ids ending with EOS, truncated?) as the model sees them at generation time: the prompt is
+    encoded alone and the answer continues it. Too long: the prompt is cut from the left first, then the answer's end.
+    """
+    prompt_ids = encode_prompt(tokenizer, prompt, template=template)
+    answer_ids = tokenizer(answer, add_special_tokens=False).input_ids + [end_token_id(tokenizer)]
+    if len(prompt_ids) + len(answer_ids) <= max_length:
+        return prompt_ids, answer_ids, False
+    prompt_ids = prompt_ids[-max(1, max_length - len(answer_ids)) :]
+    return prompt_ids, answer_ids[: max_length - len(prompt_ids)], True
+
+
 def tokenize_sft(
     records: list[SFTRecord], tokenizer, *, max_length: int, template: str = "chat"
 ) -> tuple[list[SFTExample], int]:
-    """Examples and how many were truncated (prompt cut from the left first, then the completion's end)."""
+    """Examples and how many were truncated."""
     examples, truncated = [], 0
     for r in records:
-        prompt = encode_prompt(tokenizer, r.prompt, template=template)
-        completion = tokenizer(r.completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-        if len(prompt) + len(completion) > max_length:
-            truncated += 1
-            keep_prompt = max(1, max_length - len(completion))
-            prompt = prompt[-keep_prompt:]
-            completion = completion[: max_length - len(prompt)]
+        prompt, completion, cut = encode_prompt_answer(
+            tokenizer, r.prompt, r.completion, max_length=max_length, template=template
+        )
+        truncated += cut
         examples.append(SFTExample(prompt + completion, [IGNORE_INDEX] * len(prompt) + completion))
     return examples, truncated
 

@@ -73,10 +73,22 @@ def load_tokenizer(name_or_path: str, *, padding_side: str = "right"):
     return tok
 
 
-def adds_bos(tokenizer) -> bool:
-    """Whether the tokenizer puts BOS in front of plain text on its own."""
-    bos = tokenizer.bos_token_id
-    return bos is not None and tokenizer("a", add_special_tokens=True).input_ids[:1] == [bos]
+def special_prefix(tokenizer) -> list[int]:
+    """Ids the tokenizer puts in front of plain text on its own (BOS for Llama, [CLS] for BERT; often none)."""
+    plain = tokenizer("a", add_special_tokens=False).input_ids
+    full = tokenizer("a", add_special_tokens=True).input_ids
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start]
+    return []
+
+
+def end_token_id(tokenizer) -> int:
+    """The token that ends an answer: EOS, or [SEP] for encoders that have no EOS."""
+    end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if end is None:
+        raise ValueError("tokenizer has neither an EOS nor a SEP token to end answers with")
+    return end
 
 
 def format_prompt(tokenizer, prompt: Text, *, template: str = "chat") -> str:
@@ -90,12 +102,10 @@ def format_prompt(tokenizer, prompt: Text, *, template: str = "chat") -> str:
 
 
 def encode_prompt(tokenizer, prompt: Text, *, template: str = "chat") -> list[int]:
-    """Token ids of the formatted prompt, with BOS where the tokenizer would add it and the template did not."""
-    text = format_prompt(tokenizer, prompt, template=template)
-    ids = tokenizer(text, add_special_tokens=False).input_ids
-    if adds_bos(tokenizer) and ids[:1] != [tokenizer.bos_token_id]:
-        ids = [tokenizer.bos_token_id] + ids
-    return ids
+    """Token ids of the formatted prompt, with BOS ([CLS]) where the tokenizer would add it and the template did not."""
+    ids = tokenizer(format_prompt(tokenizer, prompt, template=template), add_special_tokens=False).input_ids
+    prefix = special_prefix(tokenizer)
+    return ids if ids[: len(prefix)] == prefix else prefix + ids
 
 
 def load_causal_lm(
