@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from rlhfkit.config import ConfigError, SFTConfig, describe
+from rlhfkit.config import ConfigError, RewardConfig, SFTConfig, describe
 
 app = typer.Typer(
     help="rlhfkit: human feedback, SFT, reward models and PPO, end to end.",
@@ -18,6 +18,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Check and convert data files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+reward_app = typer.Typer(help="Reward models: train on preferences, evaluate, score responses.", no_args_is_help=True)
+app.add_typer(reward_app, name="reward")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -145,6 +147,114 @@ def chat(
         )[0][0]
         history.append({"role": "assistant", "content": answer})
         typer.echo(f"bot> {answer}")
+
+
+@reward_app.command(
+    "train", epilog=settings_epilog(RewardConfig), context_settings={"help_option_names": ["-h", "--help"]}
+)
+@user_errors
+def reward_train(
+    overrides: list[str] | None = typer.Argument(None, help="Settings as key=value, e.g. tie_model=davidson."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of settings (overrides win)."),
+) -> None:
+    """Train a reward model on pairs, comparisons (with ties) or rankings. Example:
+    rlhf reward train model=runs/sft train_file=prefs.jsonl eval_file=prefs_test.jsonl output_dir=runs/rm
+    """
+    from rlhfkit.algorithms.reward import train
+    from rlhfkit.config import load_config
+
+    cfg = load_config(RewardConfig, config, overrides or [])
+    summary = train(cfg)
+    keys = ("train_loss", "train_accuracy", "eval_accuracy", "eval_ece", "train_score_mean", "train_score_std")
+    typer.echo(f"saved {cfg.output_dir}: " + ", ".join(f"{k}={summary[k]:.4f}" for k in keys if k in summary))
+
+
+def _reward_settings(model: str, overrides: list[str]) -> RewardConfig:
+    """The settings the model was trained with (its config.yaml), else defaults; then the given overrides."""
+    from rlhfkit.config import load_config
+
+    trained = Path(model) / "config.yaml"
+    return load_config(RewardConfig, trained if trained.exists() else None, [f"model={model}", *overrides])
+
+
+@reward_app.command("eval")
+@user_errors
+def reward_eval(
+    model: str = typer.Option(..., help="Reward model directory."),
+    data: str = typer.Option(..., help="Preference file: pairs, comparisons, rankings or HH-RLHF transcripts."),
+    out: Path | None = typer.Option(None, help="Also write the metrics to this JSON file."),
+    batch_size: int = typer.Option(16, min=1),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Accuracy (ties excluded), accuracy by annotator agreement, calibration error, score mean/std."""
+    import json
+
+    from rlhfkit.algorithms.reward import evaluate, load_items
+    from rlhfkit.models.load import load_tokenizer, pick_device
+    from rlhfkit.models.reward import load_reward_model
+    from rlhfkit.runtime.files import write_json
+
+    cfg = _reward_settings(model, [f"eval_batch_size={batch_size}", f"device={device}"])
+    tokenizer = load_tokenizer(model)
+    rm = load_reward_model(model, tokenizer=tokenizer, device=device)
+    items, skipped, _ = load_items(data, tokenizer, cfg)
+    metrics = {
+        **evaluate(rm, items, cfg=cfg, pad_id=tokenizer.pad_token_id, device=pick_device(device)),
+        "skipped": skipped,
+    }
+    if out is not None:
+        write_json(out, metrics)
+    typer.echo(json.dumps(metrics, indent=2))
+
+
+@reward_app.command("score")
+@user_errors
+def reward_score(
+    model: str = typer.Option(..., help="Reward model directory."),
+    src: str = typer.Option(..., "--in", help="Records to score: generations, rankings, pairs, comparisons or SFT."),
+    dst: Path = typer.Option(..., "--out", help="JSONL with scores added, written atomically."),
+    batch_size: int = typer.Option(16, min=1),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Add a reward-model score to every response: `scores` beside `responses`, `score` beside `completion`,
+    `score_chosen`/`score_rejected` for pairs, `score_a`/`score_b` for comparisons."""
+    from rlhfkit.algorithms.reward import score_texts
+    from rlhfkit.data.io import read_records
+    from rlhfkit.data.schema import Comparison, Generations, PreferencePair, Ranking, SFTRecord
+    from rlhfkit.models.load import load_tokenizer
+    from rlhfkit.models.reward import load_reward_model
+    from rlhfkit.runtime.files import write_jsonl
+
+    cfg = _reward_settings(model, [f"eval_batch_size={batch_size}", f"device={device}"])
+    data = read_records(src)
+    fields = {
+        SFTRecord: ("completion",),
+        PreferencePair: ("chosen", "rejected"),
+        Comparison: ("response_a", "response_b"),
+    }
+    prompts, responses = [], []
+    for r in data.records:
+        texts = list(r.responses) if isinstance(r, (Generations, Ranking)) else [getattr(r, f) for f in fields[type(r)]]
+        prompts += [r.prompt] * len(texts)
+        responses += texts
+    tokenizer = load_tokenizer(model)
+    rm = load_reward_model(model, tokenizer=tokenizer, device=device)
+    scores = iter(score_texts(rm, tokenizer, prompts, responses, cfg=cfg).tolist())
+    names = {
+        SFTRecord: ("score",),
+        PreferencePair: ("score_chosen", "score_rejected"),
+        Comparison: ("score_a", "score_b"),
+    }
+    rows = []
+    for r in data.records:
+        row = r.to_dict()
+        if isinstance(r, (Generations, Ranking)):
+            row["scores"] = [next(scores) for _ in r.responses]
+        else:
+            row.update({name: next(scores) for name in names[type(r)]})
+        rows.append(row)
+    n = write_jsonl(dst, rows)
+    typer.echo(f"scored {len(responses)} responses of {n} records into {dst}")
 
 
 @data_app.command("validate")

@@ -1,0 +1,290 @@
+"""Reward model from human preferences: pairs, tie-aware A/B comparisons, K-way rankings, several annotators.
+
+Each optimizer step takes `batch_size` items (prompts). All responses of the step's items are scored in one
+forward pass per micro-batch; every judgement gives a loss (Bradley-Terry, or a tie-aware likelihood), averaged per
+item, so a K-way ranking weighs as one prompt however many pairs it has (InstructGPT). The step's loss is the sum
+of item losses over the number of items of the whole step, so accumulation and processes do not change it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.config import ConfigError, RewardConfig, save_config
+from rlhfkit.data.collate import encode_prompt_answer
+from rlhfkit.data.io import read_records
+from rlhfkit.data.preferences import PreferenceItem, build_items, response_text
+from rlhfkit.eval.reward import preference_metrics
+from rlhfkit.losses import plackett_luce, reward_centering, soft_bradley_terry, tie_aware_loss
+from rlhfkit.models.load import load_tokenizer, save_model
+from rlhfkit.models.reward import load_reward_model, score_tokens, write_stats
+from rlhfkit.runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rlhfkit.runtime.dist import all_reduce_sum, make_accelerator
+from rlhfkit.runtime.metrics import MetricsLog
+from rlhfkit.runtime.progress import progress_bar
+from rlhfkit.runtime.training import adamw, step_indices
+
+PREFERENCE_FORMATS = ("pairs", "hh", "comparisons", "rankings")
+
+
+@dataclass(frozen=True)
+class TokenizedItem:
+    item: PreferenceItem
+    sequences: tuple[tuple[int, ...], ...]  # prompt + response + EOS, one per response
+
+
+def tokenize_items(items: list[PreferenceItem], tokenizer, cfg: RewardConfig) -> tuple[list[TokenizedItem], int]:
+    out, truncated = [], 0
+    for it in items:
+        seqs = []
+        for r in it.responses:
+            p, a, cut = encode_prompt_answer(
+                tokenizer, it.prompt, response_text(r), max_length=cfg.max_length, template=cfg.prompt_template
+            )
+            truncated += cut
+            seqs.append(tuple(p + a))
+        out.append(TokenizedItem(it, tuple(seqs)))
+    return out, truncated
+
+
+def score_sequences(model, seqs: list[tuple[int, ...]], *, pad_id: int, device) -> torch.Tensor:
+    """Scores of token sequences, right-padded into one batch."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return score_tokens(model, ids.to(device), mask.to(device), pad_id=pad_id)
+
+
+@torch.no_grad()
+def score_texts(model, tokenizer, prompts: list, responses: list, *, cfg: RewardConfig) -> torch.Tensor:
+    """Scores of (prompt, response) pairs, batched by length, in the given order."""
+    model.eval()
+    device = next(model.parameters()).device
+    seqs = []
+    for p, r in zip(prompts, responses):
+        prompt_ids, answer_ids, _ = encode_prompt_answer(
+            tokenizer, p, response_text(r), max_length=cfg.max_length, template=cfg.prompt_template
+        )
+        seqs.append(tuple(prompt_ids + answer_ids))
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    scores = torch.empty(len(seqs))
+    for start in range(0, len(order), cfg.eval_batch_size):
+        idx = order[start : start + cfg.eval_batch_size]
+        scores[idx] = score_sequences(model, [seqs[i] for i in idx], pad_id=tokenizer.pad_token_id, device=device).cpu()
+    return scores
+
+
+def item_losses(scores: torch.Tensor, items: list[TokenizedItem], cfg: RewardConfig) -> torch.Tensor:
+    """(n_items,) loss per item; `scores` holds the items' responses in order."""
+    ia, ib, p_a, p_b, p_t, margin, owner = [], [], [], [], [], [], []
+    offset = 0
+    for n, t in enumerate(items):
+        for j in t.item.judgements:
+            ia.append(offset + j.a)
+            ib.append(offset + j.b)
+            p_a.append(j.p_a)
+            p_b.append(j.p_b)
+            p_t.append(j.p_tie)
+            margin.append(j.margin)
+            owner.append(n)
+        offset += len(t.sequences)
+    dev = scores.device
+    as_t = lambda xs: torch.tensor(xs, dtype=scores.dtype, device=dev)  # noqa: E731
+    r_a, r_b = scores[torch.tensor(ia, device=dev)], scores[torch.tensor(ib, device=dev)]
+    if cfg.tie_model == "none":
+        per = soft_bradley_terry(r_a - as_t(margin), r_b, as_t(p_a))
+    else:
+        per = tie_aware_loss(
+            r_a, r_b, as_t(p_a), as_t(p_b), as_t(p_t), tie_model=cfg.tie_model, tie_param=cfg.tie_param
+        )
+    if cfg.center_coef:
+        per = per + cfg.center_coef * reward_centering(r_a, r_b)
+    owner_t = torch.tensor(owner, device=dev)
+    sums = torch.zeros(len(items), dtype=scores.dtype, device=dev).index_add(0, owner_t, per)
+    counts = torch.zeros(len(items), dtype=scores.dtype, device=dev).index_add(0, owner_t, torch.ones_like(per))
+    losses = sums / counts
+    if cfg.loss == "plackett_luce":
+        offset, replaced = 0, []
+        for n, t in enumerate(items):
+            k = len(t.sequences)
+            if t.item.ranks is not None:
+                pl = plackett_luce(scores[offset : offset + k], torch.tensor(t.item.ranks, device=dev))
+                replaced.append((n, pl))
+            offset += k
+        if replaced:
+            losses = losses.clone()
+            for n, pl in replaced:
+                losses[n] = pl
+    return losses
+
+
+@torch.no_grad()
+def evaluate(model, items: list[TokenizedItem], *, cfg: RewardConfig, pad_id: int, device) -> dict[str, Any]:
+    was_training = model.training
+    model.eval()
+    pairs, all_scores, loss_sum = [], [], 0.0
+    for start in range(0, len(items), cfg.eval_batch_size):
+        chunk = items[start : start + cfg.eval_batch_size]
+        scores = score_sequences(model, [s for t in chunk for s in t.sequences], pad_id=pad_id, device=device)
+        loss_sum += item_losses(scores, chunk, cfg).sum().item()
+        offset = 0
+        for t in chunk:
+            s = scores[offset : offset + len(t.sequences)].tolist()
+            pairs += [(s[j.a], s[j.b], j) for j in t.item.judgements]
+            all_scores += s
+            offset += len(t.sequences)
+    model.train(was_training)
+    return {"eval_loss": loss_sum / max(len(items), 1), **preference_metrics(pairs, all_scores)}
+
+
+def load_items(path: str, tokenizer, cfg: RewardConfig) -> tuple[list[TokenizedItem], dict[str, int], int]:
+    data = read_records(path, expect=PREFERENCE_FORMATS)
+    items, skipped = build_items(data.records, tie_model=cfg.tie_model, both_bad=cfg.both_bad)
+    tokenized, truncated = tokenize_items(items, tokenizer, cfg)
+    return tokenized, dict(skipped), truncated
+
+
+def train(cfg: RewardConfig) -> dict[str, Any]:
+    # --- setup ---
+    cfg.validate()
+    acc = make_accelerator(device=cfg.device)
+    world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
+    if cfg.batch_size % (world * cfg.grad_accum):
+        raise ConfigError(
+            f"batch_size ({cfg.batch_size}) must be a multiple of processes x grad_accum ({world} x {cfg.grad_accum})"
+        )
+    from accelerate.utils import set_seed
+    from transformers import get_cosine_schedule_with_warmup
+
+    set_seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    tokenizer = load_tokenizer(cfg.model)
+    pad_id = tokenizer.pad_token_id
+    train_set, skipped, truncated = load_items(cfg.train_file, tokenizer, cfg)
+    eval_set = load_items(cfg.eval_file, tokenizer, cfg)[0] if cfg.eval_file else []
+    steps_per_epoch = len(train_set) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"batch_size ({cfg.batch_size}) is larger than the training set ({len(train_set)} items)")
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * steps_per_epoch)
+
+    model = load_reward_model(cfg.model, tokenizer=tokenizer, dtype=cfg.dtype, device=str(acc.device), lora=cfg.lora)
+    optimizer = adamw(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
+    model, optimizer = acc.prepare(model, optimizer)
+    acc.register_for_checkpointing(scheduler)
+
+    start_step = 0
+    checkpoint = latest_checkpoint(out) if cfg.resume else None
+    if checkpoint is not None:
+        start_step = load_checkpoint(acc, checkpoint)["step"]
+        acc.print(f"resuming from {checkpoint} (step {start_step} of {total_steps})")
+    elif cfg.resume:
+        acc.print(f"resume=true but {out}/checkpoints holds no checkpoint; starting from step 0")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        if skipped:
+            acc.print("skipped while building preference items: " + ", ".join(f"{v} {k}" for k, v in skipped.items()))
+        if truncated:
+            acc.print(f"warning: {truncated} responses were longer than max_length={cfg.max_length} and were cut")
+    log = MetricsLog(out, enabled=main, resume_from_step=start_step if checkpoint else None)
+
+    # --- loop ---
+    model.train()
+    micro = cfg.batch_size // world // cfg.grad_accum
+    window: dict[str, float] = {"loss": 0.0, "steps": 0, "pairs": 0}
+    window_start, train_start, loss = time.perf_counter(), time.perf_counter(), float("nan")
+    with progress_bar("reward", total=total_steps, completed=start_step, enabled=main) as advance:
+        for step in range(start_step, total_steps):
+            indices = step_indices(step, n=len(train_set), batch_size=cfg.batch_size, seed=cfg.seed)
+            mine = sorted(indices[rank::world], key=lambda i: max(map(len, train_set[i].sequences)))
+            loss_sum = torch.zeros((), device=acc.device)
+            for j in range(cfg.grad_accum):
+                chunk = [train_set[i] for i in mine[j * micro : (j + 1) * micro]]
+                sync = nullcontext() if j == cfg.grad_accum - 1 else acc.no_sync(model)
+                with sync:
+                    scores = score_sequences(
+                        model, [s for t in chunk for s in t.sequences], pad_id=pad_id, device=acc.device
+                    )
+                    losses = item_losses(scores, chunk, cfg)
+                    # DDP averages gradients over processes; scaling by `world` turns that into the global sum.
+                    acc.backward(losses.sum() * world / cfg.batch_size)
+                loss_sum += losses.detach().sum()
+                window["pairs"] += sum(len(t.item.judgements) for t in chunk)
+            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            loss = (all_reduce_sum(acc, loss_sum) / cfg.batch_size).item()
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"reward loss became {loss} at step {step + 1}; lower learning_rate "
+                    f"(now {cfg.learning_rate}). Last good checkpoint: {latest_checkpoint(out)}"
+                )
+            window["loss"] += loss
+            window["steps"] += 1
+            done = step + 1
+            advance(status=f"loss {loss:.4f}")
+            if done % cfg.logging_steps == 0 or done == total_steps:
+                elapsed = time.perf_counter() - window_start
+                row = {
+                    "step": done,
+                    "epoch": round(done / steps_per_epoch, 4),
+                    "loss": window["loss"] / window["steps"],
+                    "learning_rate": scheduler.get_last_lr()[0],
+                    "grad_norm": None if grad_norm is None else float(grad_norm),
+                    "pairs_per_second": window["pairs"] * world / max(elapsed, 1e-9),
+                }
+                if cfg.eval_steps and eval_set and done % cfg.eval_steps == 0 and main:
+                    row.update(
+                        {
+                            k: v
+                            for k, v in evaluate(
+                                acc.unwrap_model(model), eval_set, cfg=cfg, pad_id=pad_id, device=acc.device
+                            ).items()
+                            if k in ("eval_loss", "eval_accuracy")
+                        }
+                    )
+                log.log(row)
+                window, window_start = {"loss": 0.0, "steps": 0, "pairs": 0}, time.perf_counter()
+            if cfg.save_steps and done % cfg.save_steps == 0 and done < total_steps:
+                save_checkpoint(acc, out, done, {"total_steps": total_steps}, keep=cfg.save_total_limit)
+    train_seconds = time.perf_counter() - train_start
+
+    # --- evaluate and save ---
+    summary: dict[str, Any] = {
+        "steps": total_steps,
+        "resumed_from_step": start_step,
+        "world_size": world,
+        "train_loss": loss,
+        "train_items": len(train_set),
+        "skipped": skipped,
+        "train_seconds": train_seconds,
+    }
+    unwrapped = acc.unwrap_model(model)
+    if main:
+        if eval_set:
+            summary.update(evaluate(unwrapped, eval_set, cfg=cfg, pad_id=pad_id, device=acc.device))
+        save_model(unwrapped, tokenizer, out, merge_lora=cfg.lora.merge)
+        # Score statistics on the training responses: PPO normalizes rewards with them.
+        on_train = evaluate(unwrapped, train_set, cfg=cfg, pad_id=pad_id, device=acc.device)
+        summary["train_accuracy"] = on_train["eval_accuracy"]
+        stats = write_stats(
+            out, mean=on_train["eval_score_mean"], std=on_train["eval_score_std"], count=on_train["eval_scores"]
+        )
+        summary.update({f"train_{k}": v for k, v in stats.items()})
+        log.summary(summary)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return summary
