@@ -190,18 +190,17 @@ def reward_eval(
     import json
 
     from rlhfkit.algorithms.reward import evaluate, load_items
-    from rlhfkit.models.load import load_tokenizer, pick_device
-    from rlhfkit.models.reward import load_reward_model
+    from rlhfkit.models.load import load_tokenizer
+    from rlhfkit.models.reward import PromptResponseScorer, load_reward_model
     from rlhfkit.runtime.files import write_json
 
     cfg = _reward_settings(model, [f"eval_batch_size={batch_size}", f"device={device}"])
     tokenizer = load_tokenizer(model)
-    rm = load_reward_model(model, tokenizer=tokenizer, device=device)
+    rm = PromptResponseScorer(
+        load_reward_model(model, tokenizer=tokenizer, device=device), pad_id=tokenizer.pad_token_id
+    )
     items, skipped, _ = load_items(data, tokenizer, cfg)
-    metrics = {
-        **evaluate(rm, items, cfg=cfg, pad_id=tokenizer.pad_token_id, device=pick_device(device)),
-        "skipped": skipped,
-    }
+    metrics = {**evaluate(rm, items, cfg=cfg), "skipped": skipped}
     if out is not None:
         write_json(out, metrics)
     typer.echo(json.dumps(metrics, indent=2))
@@ -222,7 +221,7 @@ def reward_score(
     from rlhfkit.data.io import read_records
     from rlhfkit.data.schema import Comparison, Generations, PreferencePair, Ranking, SFTRecord
     from rlhfkit.models.load import load_tokenizer
-    from rlhfkit.models.reward import load_reward_model
+    from rlhfkit.models.reward import PromptResponseScorer, load_reward_model
     from rlhfkit.runtime.files import write_jsonl
 
     cfg = _reward_settings(model, [f"eval_batch_size={batch_size}", f"device={device}"])
@@ -238,7 +237,9 @@ def reward_score(
         prompts += [r.prompt] * len(texts)
         responses += texts
     tokenizer = load_tokenizer(model)
-    rm = load_reward_model(model, tokenizer=tokenizer, device=device)
+    rm = PromptResponseScorer(
+        load_reward_model(model, tokenizer=tokenizer, device=device), pad_id=tokenizer.pad_token_id
+    )
     scores = iter(score_texts(rm, tokenizer, prompts, responses, cfg=cfg).tolist())
     names = {
         SFTRecord: ("score",),

@@ -149,6 +149,9 @@ class RewardConfig(TrainSettings):
     """A "both bad" A/B judgement: "tie" (neither is better) or "drop"."""
     center_coef: float = 0.0
     """Weight of the reward-centering term (r_a + r_b)^2 that keeps scores near zero mean; 0 turns it off."""
+    shared_prefix: bool = True
+    """Decoder models: run each prompt once and let all its responses continue from its KV cache (same scores,
+    fewer tokens computed). Encoders always score whole sequences."""
 
     def validate(self) -> None:
         super().validate()

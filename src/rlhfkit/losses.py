@@ -93,3 +93,39 @@ def plackett_luce(scores: Tensor, ranks: Tensor) -> Tensor:
 def reward_centering(r_a: Tensor, r_b: Tensor) -> Tensor:
     """(r_a + r_b)^2 per pair: keeps scores near zero mean (Eisenstein et al. 2023, "Helping or herding")."""
     return (r_a + r_b) ** 2
+
+
+# --- PPO -------------------------------------------------------------------------------------------------------
+
+
+def ppo_clip_loss(
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, *, cliprange: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Clipped surrogate objective (Schulman et al. 2017, Eq. 7) as a loss, mean over masked tokens.
+
+    Returns (loss, clip fraction, approx KL = mean (ratio - 1) - log ratio)."""
+    log_ratio = logprobs - old_logprobs
+    ratio = log_ratio.exp()
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - cliprange, 1 + cliprange)
+    n = mask.sum().clamp(min=1)
+    loss = (torch.maximum(unclipped, clipped) * mask).sum() / n
+    with torch.no_grad():
+        clipfrac = ((clipped > unclipped).float() * mask).sum() / n
+        approx_kl = (((ratio - 1) - log_ratio) * mask).sum() / n
+    return loss, clipfrac, approx_kl
+
+
+def value_clip_loss(
+    values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, *, cliprange_value: float
+) -> tuple[Tensor, Tensor]:
+    """0.5 * max((V - R)^2, (clip(V, V_old +- eps) - R)^2), mean over masked tokens (PPO implementation details,
+    Huang et al. 2022). Returns (loss, fraction of tokens where the clipped term was used)."""
+    clipped_values = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
+    loss_unclipped = (values - returns) ** 2
+    loss_clipped = (clipped_values - returns) ** 2
+    n = mask.sum().clamp(min=1)
+    loss = 0.5 * (torch.maximum(loss_unclipped, loss_clipped) * mask).sum() / n
+    with torch.no_grad():
+        clipfrac = ((loss_clipped > loss_unclipped).float() * mask).sum() / n
+    return loss, clipfrac

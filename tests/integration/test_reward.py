@@ -273,3 +273,161 @@ def test_hh_transcripts_convert_to_pairs_that_rebuild_them(tmp_path):
         assert g["prompt"] + g["chosen"] == h["chosen"] and g["prompt"] + g["rejected"] == h["rejected"]
         assert g["prompt"].endswith("\n\nAssistant:")
     assert got[1]["chosen"] == " The last working day of the month."  # the shared " The last" stays in both
+
+
+def test_scores_do_not_depend_on_padding_or_prompt_sharing(rm_setup):
+    import torch
+
+    from rlhfkit.models.load import load_tokenizer
+    from rlhfkit.models.reward import PromptResponseScorer, load_reward_model
+
+    *_, out = rm_setup
+    tok = load_tokenizer(str(out))
+    rm = load_reward_model(str(out), tokenizer=tok, device="cpu").eval()
+    shared = PromptResponseScorer(rm, pad_id=tok.pad_token_id, shared_prefix=True)
+    full = PromptResponseScorer(rm, pad_id=tok.pad_token_id, shared_prefix=False)
+    assert shared.shared_prefix
+    enc = lambda s: tok(s, add_special_tokens=False).input_ids  # noqa: E731
+    prompts = [enc("User: Where is HR in Boston?\nAssistant: "), enc("User: hi\nAssistant: ")]
+    answers = [
+        enc("Happy to help! 3rd floor.") + [tok.eos_token_id],
+        enc("Stop bothering me.") + [tok.eos_token_id],
+        enc("Hello!") + [tok.eos_token_id],
+    ]
+    owner = [0, 0, 1]
+    with torch.no_grad():
+        alone = torch.cat([full([prompts[o]], [a], [0]) for o, a in zip(owner, answers)])
+        batched_full = full(prompts, answers, owner)  # right padding of whole sequences
+        batched_shared = shared(prompts, answers, owner)  # left-padded prompts, cached, right-padded answers
+    torch.testing.assert_close(batched_full, alone, rtol=0, atol=1e-5)
+    torch.testing.assert_close(batched_shared, alone, rtol=0, atol=1e-5)
+    assert (alone[0] - alone[1]).abs() > 1e-3  # distinct answers, so the comparison could fail
+
+
+def test_shared_prefix_training_equals_full_sequence_training(rm_setup, tmp_path):
+    _, base, train, _, _ = rm_setup
+    common = [
+        f"model={base}",
+        f"train_file={train}",
+        "max_steps=6",
+        "learning_rate=1e-3",
+        "batch_size=8",
+        "logging_steps=1",
+    ]
+    loss = lambda d: [json.loads(x)["loss"] for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    for flag in ("true", "false"):
+        res = runner.invoke(app, ["reward", "train", f"output_dir={tmp_path / flag}", f"shared_prefix={flag}", *common])
+        assert res.exit_code == 0, res.output
+    assert loss(tmp_path / "true") == pytest.approx(loss(tmp_path / "false"), rel=0, abs=1e-5)
+
+
+def test_reward_resume_equals_uninterrupted(rm_setup, tmp_path):
+    import shutil
+
+    _, base, train, _, _ = rm_setup
+    common = [
+        f"model={base}",
+        f"train_file={train}",
+        "max_steps=8",
+        "learning_rate=1e-3",
+        "batch_size=8",
+        "logging_steps=1",
+        "save_steps=3",
+        "grad_accum=2",
+    ]
+    full, part = tmp_path / "full", tmp_path / "part"
+    for out in (full, part):
+        assert runner.invoke(app, ["reward", "train", f"output_dir={out}", *common]).exit_code == 0
+    shutil.rmtree(part / "checkpoints" / "step-6")
+    res = runner.invoke(app, ["reward", "train", f"output_dir={part}", "resume=true", *common])
+    assert res.exit_code == 0, res.output
+    assert json.loads((part / "metrics.json").read_text())["resumed_from_step"] == 3
+    loss = lambda d: [json.loads(x)["loss"] for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert loss(part) == pytest.approx(loss(full), rel=0, abs=1e-6) and len(loss(part)) == 8
+
+
+@pytest.mark.slow
+def test_reward_two_process_torchrun_equals_one_process(rm_setup, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    _, base, train, _, _ = rm_setup
+    common = [
+        f"model={base}",
+        f"train_file={train}",
+        "max_steps=6",
+        "learning_rate=1e-3",
+        "batch_size=8",
+        "logging_steps=1",
+        "device=cpu",
+    ]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert runner.invoke(app, ["reward", "train", f"output_dir={one}", *common]).exit_code == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29534",
+        "-m",
+        "rlhfkit.cli",
+        "reward",
+        "train",
+        f"output_dir={two}",
+        *common,
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    loss = lambda d: [json.loads(x)["loss"] for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert json.loads((two / "metrics.json").read_text())["world_size"] == 2
+    assert loss(two) == pytest.approx(loss(one), rel=0, abs=1e-4)
+
+
+def test_encoder_reward_model_learns(rm_setup, tmp_path):
+    """A BERT-like encoder (first-token pooling) as the reward model, from its own directory."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from rlhfkit.models.load import load_tokenizer
+
+    _, base, train, test, _ = rm_setup
+    tok = load_tokenizer(str(base))
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id,
+        num_labels=1,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    enc = tmp_path / "bert"
+    BertForSequenceClassification(cfg).save_pretrained(enc)
+    tok.save_pretrained(enc)
+    out = tmp_path / "rm_bert"
+    res = runner.invoke(
+        app,
+        [
+            "reward",
+            "train",
+            f"model={enc}",
+            f"train_file={train}",
+            f"eval_file={test}",
+            f"output_dir={out}",
+            "max_steps=60",
+            "learning_rate=1e-3",
+            "batch_size=16",
+            "tie_model=none",
+            "logging_steps=10",
+        ],
+    )
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert json.loads((out / "metrics.json").read_text())["eval_accuracy"] >= 0.9

@@ -82,7 +82,7 @@ def test_k2_ranking_losses_equal_pairwise_loss():
     bt = bradley_terry(scores[:1], scores[1:]).item()
     close(plackett_luce(scores, t([1, 2])).item(), bt)
     (item,), _ = build_items([Ranking("q", ["x", "y"], [1, 2])], tie_model="none")
-    tok = [TokenizedItem(item, ((1,), (2,)))]
+    tok = [TokenizedItem(item, [0], ([1], [2]))]
     for loss in ("bt", "plackett_luce"):
         close(item_losses(scores, tok, RewardConfig(loss=loss, tie_model="none")).item(), bt)
 
@@ -94,7 +94,7 @@ def test_kwise_loss_averages_pairs_per_prompt():
     scores = t([1.0, 0.0, -2.0])
     pairs = [(0, 1), (0, 2), (1, 2)]
     expected = sum(bradley_terry(scores[i : i + 1], scores[j : j + 1]).item() for i, j in pairs) / 3
-    got = item_losses(scores, [TokenizedItem(item, ((1,), (2,), (3,)))], RewardConfig(tie_model="none"))
+    got = item_losses(scores, [TokenizedItem(item, [0], ([1], [2], [3]))], RewardConfig(tie_model="none"))
     close(got.item(), expected)
 
 

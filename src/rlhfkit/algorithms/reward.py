@@ -24,7 +24,7 @@ from rlhfkit.data.preferences import PreferenceItem, build_items, response_text
 from rlhfkit.eval.reward import preference_metrics
 from rlhfkit.losses import plackett_luce, reward_centering, soft_bradley_terry, tie_aware_loss
 from rlhfkit.models.load import load_tokenizer, save_model
-from rlhfkit.models.reward import load_reward_model, score_tokens, write_stats
+from rlhfkit.models.reward import PromptResponseScorer, load_reward_model, write_stats
 from rlhfkit.runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rlhfkit.runtime.dist import all_reduce_sum, make_accelerator
 from rlhfkit.runtime.metrics import MetricsLog
@@ -37,50 +37,50 @@ PREFERENCE_FORMATS = ("pairs", "hh", "comparisons", "rankings")
 @dataclass(frozen=True)
 class TokenizedItem:
     item: PreferenceItem
-    sequences: tuple[tuple[int, ...], ...]  # prompt + response + EOS, one per response
+    prompt: list[int]  # prompt ids, shared by the item's responses
+    answers: tuple[list[int], ...]  # one per response, each ending with EOS
+
+    def __len__(self) -> int:  # tokens of the longest prompt + response
+        return len(self.prompt) + max(map(len, self.answers))
 
 
 def tokenize_items(items: list[PreferenceItem], tokenizer, cfg: RewardConfig) -> tuple[list[TokenizedItem], int]:
+    """Prompt and answers of each item; a prompt cut to fit the longest answer is cut the same for all answers."""
     out, truncated = [], 0
     for it in items:
-        seqs = []
-        for r in it.responses:
-            p, a, cut = encode_prompt_answer(
+        encoded = [
+            encode_prompt_answer(
                 tokenizer, it.prompt, response_text(r), max_length=cfg.max_length, template=cfg.prompt_template
             )
-            truncated += cut
-            seqs.append(tuple(p + a))
-        out.append(TokenizedItem(it, tuple(seqs)))
+            for r in it.responses
+        ]
+        prompt = min((p for p, _, _ in encoded), key=len)  # the most-cut prompt fits every answer
+        truncated += any(cut for _, _, cut in encoded)
+        answers = tuple(a[: max(1, cfg.max_length - len(prompt))] for _, a, _ in encoded)
+        out.append(TokenizedItem(it, prompt, answers))
     return out, truncated
 
 
-def score_sequences(model, seqs: list[tuple[int, ...]], *, pad_id: int, device) -> torch.Tensor:
-    """Scores of token sequences, right-padded into one batch."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-    return score_tokens(model, ids.to(device), mask.to(device), pad_id=pad_id)
+def score_items(scorer, items: list[TokenizedItem]) -> torch.Tensor:
+    """Scores of every response of the items, in order, in one batch."""
+    owner = [n for n, t in enumerate(items) for _ in t.answers]
+    return scorer([t.prompt for t in items], [a for t in items for a in t.answers], owner)
 
 
 @torch.no_grad()
-def score_texts(model, tokenizer, prompts: list, responses: list, *, cfg: RewardConfig) -> torch.Tensor:
+def score_texts(scorer, tokenizer, prompts: list, responses: list, *, cfg: RewardConfig) -> torch.Tensor:
     """Scores of (prompt, response) pairs, batched by length, in the given order."""
-    model.eval()
-    device = next(model.parameters()).device
-    seqs = []
-    for p, r in zip(prompts, responses):
-        prompt_ids, answer_ids, _ = encode_prompt_answer(
-            tokenizer, p, response_text(r), max_length=cfg.max_length, template=cfg.prompt_template
-        )
-        seqs.append(tuple(prompt_ids + answer_ids))
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    scores = torch.empty(len(seqs))
+    scorer.eval()
+    encoded = [
+        encode_prompt_answer(tokenizer, p, response_text(r), max_length=cfg.max_length, template=cfg.prompt_template)
+        for p, r in zip(prompts, responses)
+    ]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
+    scores = torch.empty(len(encoded))
     for start in range(0, len(order), cfg.eval_batch_size):
         idx = order[start : start + cfg.eval_batch_size]
-        scores[idx] = score_sequences(model, [seqs[i] for i in idx], pad_id=tokenizer.pad_token_id, device=device).cpu()
+        batch = [encoded[i] for i in idx]
+        scores[idx] = scorer([p for p, _, _ in batch], [a for _, a, _ in batch], list(range(len(batch)))).cpu()
     return scores
 
 
@@ -97,7 +97,7 @@ def item_losses(scores: torch.Tensor, items: list[TokenizedItem], cfg: RewardCon
             p_t.append(j.p_tie)
             margin.append(j.margin)
             owner.append(n)
-        offset += len(t.sequences)
+        offset += len(t.answers)
     dev = scores.device
     as_t = lambda xs: torch.tensor(xs, dtype=scores.dtype, device=dev)  # noqa: E731
     r_a, r_b = scores[torch.tensor(ia, device=dev)], scores[torch.tensor(ib, device=dev)]
@@ -116,7 +116,7 @@ def item_losses(scores: torch.Tensor, items: list[TokenizedItem], cfg: RewardCon
     if cfg.loss == "plackett_luce":
         offset, replaced = 0, []
         for n, t in enumerate(items):
-            k = len(t.sequences)
+            k = len(t.answers)
             if t.item.ranks is not None:
                 pl = plackett_luce(scores[offset : offset + k], torch.tensor(t.item.ranks, device=dev))
                 replaced.append((n, pl))
@@ -129,21 +129,22 @@ def item_losses(scores: torch.Tensor, items: list[TokenizedItem], cfg: RewardCon
 
 
 @torch.no_grad()
-def evaluate(model, items: list[TokenizedItem], *, cfg: RewardConfig, pad_id: int, device) -> dict[str, Any]:
-    was_training = model.training
-    model.eval()
+def evaluate(scorer, items: list[TokenizedItem], *, cfg: RewardConfig) -> dict[str, Any]:
+    was_training = scorer.training
+    scorer.eval()
     pairs, all_scores, loss_sum = [], [], 0.0
+    items = sorted(items, key=len)
     for start in range(0, len(items), cfg.eval_batch_size):
         chunk = items[start : start + cfg.eval_batch_size]
-        scores = score_sequences(model, [s for t in chunk for s in t.sequences], pad_id=pad_id, device=device)
+        scores = score_items(scorer, chunk)
         loss_sum += item_losses(scores, chunk, cfg).sum().item()
         offset = 0
         for t in chunk:
-            s = scores[offset : offset + len(t.sequences)].tolist()
+            s = scores[offset : offset + len(t.answers)].tolist()
             pairs += [(s[j.a], s[j.b], j) for j in t.item.judgements]
             all_scores += s
-            offset += len(t.sequences)
-    model.train(was_training)
+            offset += len(t.answers)
+    scorer.train(was_training)
     return {"eval_loss": loss_sum / max(len(items), 1), **preference_metrics(pairs, all_scores)}
 
 
@@ -178,6 +179,7 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * steps_per_epoch)
 
     model = load_reward_model(cfg.model, tokenizer=tokenizer, dtype=cfg.dtype, device=str(acc.device), lora=cfg.lora)
+    model = PromptResponseScorer(model, pad_id=pad_id, shared_prefix=cfg.shared_prefix)
     optimizer = adamw(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
     model, optimizer = acc.prepare(model, optimizer)
@@ -207,15 +209,13 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
     with progress_bar("reward", total=total_steps, completed=start_step, enabled=main) as advance:
         for step in range(start_step, total_steps):
             indices = step_indices(step, n=len(train_set), batch_size=cfg.batch_size, seed=cfg.seed)
-            mine = sorted(indices[rank::world], key=lambda i: max(map(len, train_set[i].sequences)))
+            mine = sorted(indices[rank::world], key=lambda i: len(train_set[i]))
             loss_sum = torch.zeros((), device=acc.device)
             for j in range(cfg.grad_accum):
                 chunk = [train_set[i] for i in mine[j * micro : (j + 1) * micro]]
                 sync = nullcontext() if j == cfg.grad_accum - 1 else acc.no_sync(model)
                 with sync:
-                    scores = score_sequences(
-                        model, [s for t in chunk for s in t.sequences], pad_id=pad_id, device=acc.device
-                    )
+                    scores = score_items(model, chunk)
                     losses = item_losses(scores, chunk, cfg)
                     # DDP averages gradients over processes; scaling by `world` turns that into the global sum.
                     acc.backward(losses.sum() * world / cfg.batch_size)
@@ -250,9 +250,7 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
                     row.update(
                         {
                             k: v
-                            for k, v in evaluate(
-                                acc.unwrap_model(model), eval_set, cfg=cfg, pad_id=pad_id, device=acc.device
-                            ).items()
+                            for k, v in evaluate(acc.unwrap_model(model), eval_set, cfg=cfg).items()
                             if k in ("eval_loss", "eval_accuracy")
                         }
                     )
@@ -275,10 +273,10 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
     unwrapped = acc.unwrap_model(model)
     if main:
         if eval_set:
-            summary.update(evaluate(unwrapped, eval_set, cfg=cfg, pad_id=pad_id, device=acc.device))
-        save_model(unwrapped, tokenizer, out, merge_lora=cfg.lora.merge)
+            summary.update(evaluate(unwrapped, eval_set, cfg=cfg))
+        save_model(unwrapped.model, tokenizer, out, merge_lora=cfg.lora.merge)
         # Score statistics on the training responses: PPO normalizes rewards with them.
-        on_train = evaluate(unwrapped, train_set, cfg=cfg, pad_id=pad_id, device=acc.device)
+        on_train = evaluate(unwrapped, train_set, cfg=cfg)
         summary["train_accuracy"] = on_train["eval_accuracy"]
         stats = write_stats(
             out, mean=on_train["eval_score_mean"], std=on_train["eval_score_std"], count=on_train["eval_scores"]

@@ -2,7 +2,8 @@
 
 Built from a causal LM directory (the SFT model, the usual choice: a fresh linear `score` head is added) or an
 encoder (BERT-like). The model scores the last non-pad token of each sequence (the first token, [CLS], for
-encoders); `score_tokens` right-aligns left-padded input first, so both paddings give the same scores.
+encoders). `PromptResponseScorer` scores responses to prompts: prompts left-padded, responses right-padded, with
+positions counted over real tokens only, so a score does not depend on its batch's padding.
 After training, `reward_stats.json` in the model directory holds the mean and std of its scores on the training
 responses, which PPO uses to normalize rewards.
 """
@@ -49,23 +50,72 @@ def load_reward_model(name_or_path: str, *, tokenizer, dtype: str = "auto", devi
     return model
 
 
-def right_align(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, *, pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move each row's real tokens to the left edge (right padding). Rows that are already so are unchanged."""
-    if not bool((attention_mask[:, 0] == 0).any()):
-        return input_ids, attention_mask
-    lengths = attention_mask.sum(dim=1)
-    order = torch.argsort(1 - attention_mask, dim=1, stable=True)  # real tokens first, in their order
-    ids = input_ids.gather(1, order)
-    mask = (torch.arange(ids.size(1), device=ids.device).unsqueeze(0) < lengths.unsqueeze(1)).long()
-    return ids.masked_fill(mask == 0, pad_id), mask
+def is_decoder_only(model) -> bool:
+    """Causal decoder (Llama, GPT, ...) rather than an encoder such as BERT, judged by the model type."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", "")
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
-def score_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, pad_id: int) -> torch.Tensor:
-    """(B,) scores of token sequences, left- or right-padded."""
-    ids, mask = right_align(input_ids, attention_mask, pad_id=pad_id)
-    return model(input_ids=ids, attention_mask=mask).logits[:, 0].float()
+def pad_left(seqs: list[list[int]], *, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s) :] = torch.tensor(s)
+        mask[i, width - len(s) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def pad_right(seqs: list[list[int]], *, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+class PromptResponseScorer(torch.nn.Module):
+    """Scores responses given their prompts: forward(prompts, answers, owner) -> (N,) scores, where answers[n]
+    continues prompts[owner[n]]. One module, so DDP and checkpoints see one model.
+
+    With shared_prefix (decoder models), each prompt is run once and its KV cache is reused by all of its K
+    responses; gradients flow back through the cache. The scores equal those of the full sequences (tested), with
+    fewer tokens computed: a pair's prompt is processed once instead of twice.
+    """
+
+    def __init__(self, model, *, pad_id: int, shared_prefix: bool = True):
+        super().__init__()
+        self.model, self.pad_id = model, pad_id
+        self.shared_prefix = shared_prefix and is_decoder_only(model)
+
+    def forward(self, prompts: list[list[int]], answers: list[list[int]], owner: list[int]) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        if not self.shared_prefix:
+            ids, mask = pad_right([prompts[o] + a for o, a in zip(owner, answers)], pad_id=self.pad_id, device=device)
+            return self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float()
+        from transformers import DynamicCache
+
+        p_ids, p_mask = pad_left(prompts, pad_id=self.pad_id, device=device)
+        cache = DynamicCache(config=self.model.config)
+        p_pos = (p_mask.cumsum(dim=1) - 1).clamp(min=0)
+        self.model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, past_key_values=cache, use_cache=True)
+        index = torch.tensor(owner, device=device)
+        cache.batch_select_indices(index)
+        a_ids, a_mask = pad_right(answers, pad_id=self.pad_id, device=device)
+        positions = p_mask.sum(dim=1)[index].unsqueeze(1) + torch.arange(a_ids.size(1), device=device)
+        mask = torch.cat([p_mask[index], a_mask], dim=1)
+        out = self.model(
+            input_ids=a_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+        )
+        return out.logits[:, 0].float()
 
 
 def write_stats(model_dir: str | Path, *, mean: float, std: float, count: int) -> dict[str, float]:
