@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from rlhfkit.config import ConfigError, RewardConfig, SFTConfig, describe
+from rlhfkit.config import ConfigError, PPOConfig, RewardConfig, SFTConfig, describe
 
 app = typer.Typer(
     help="rlhfkit: human feedback, SFT, reward models and PPO, end to end.",
@@ -28,7 +28,7 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def user_errors(fn):
-    """Bad input ends the command with its message and exit code 2, never a traceback."""
+    """Bad input ends the command with its message and exit code 2 (a diverged run: 1), never a traceback."""
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
@@ -40,6 +40,8 @@ def user_errors(fn):
             fail(f"error: {len(e.errors) if e.total == len(e.errors) else e.total} problem(s) in the data:\n{e}")
         except (ConfigError, FileNotFoundError) as e:
             fail(f"error: {e}")
+        except FloatingPointError as e:  # training diverged: not bad input, but still no traceback
+            fail(f"error: {e}", code=1)
 
     return wrapper
 
@@ -63,6 +65,24 @@ def sft(
     from rlhfkit.config import load_config
 
     cfg = load_config(SFTConfig, config, overrides or [])
+    summary = train(cfg)
+    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
+    typer.echo(f"saved {cfg.output_dir}: {shown}")
+
+
+@app.command(epilog=settings_epilog(PPOConfig), context_settings={"help_option_names": ["-h", "--help"]})
+@user_errors
+def ppo(
+    overrides: list[str] | None = typer.Argument(None, help="Settings as key=value, e.g. kl_coef=0.05."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of settings (overrides win)."),
+) -> None:
+    """Optimize a policy with PPO against a reward model or function, with a KL penalty to the SFT model. Example:
+    rlhf ppo policy=runs/sft reward_model=runs/rm prompts_file=prompts.jsonl output_dir=runs/ppo total_episodes=2048
+    """
+    from rlhfkit.algorithms.ppo import train
+    from rlhfkit.config import load_config
+
+    cfg = load_config(PPOConfig, config, overrides or [])
     summary = train(cfg)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
     typer.echo(f"saved {cfg.output_dir}: {shown}")

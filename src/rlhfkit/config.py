@@ -167,6 +167,127 @@ class RewardConfig(TrainSettings):
             raise ConfigError("tie_model=rao_kupper needs tie_param (log theta) > 0, e.g. tie_param=0.7")
 
 
+@dataclass
+class PPOConfig:
+    """`rlhf ppo`: policy optimization with PPO, a critic and a per-token KL penalty to the reference policy."""
+
+    policy: str = ""
+    """The starting policy (usually the SFT model): a model directory or hub id. Also the frozen reference."""
+    reward_model: str = ""
+    """Reward-model directory (rlhf reward train); give this or reward_fn."""
+    reward_fn: str = ""
+    """A Python reward "module:function" or "path/file.py:function" taking (prompts: list[str], responses:
+    list[str]) and returning list[float]; for rule-based or verifiable rewards."""
+    prompts_file: str = ""
+    """Prompts to roll out: any file with a prompt field (string or messages)."""
+    output_dir: str = "runs/ppo"
+    """Where the policy, config.yaml, metrics.jsonl, metrics.json and checkpoints/ go."""
+    total_episodes: int = 1024
+    """Responses to sample in all; iterations = total_episodes // batch_size."""
+    batch_size: int = 16
+    """Prompts per rollout (one response each), over all processes."""
+    max_new_tokens: int = 64
+    """Longest response sampled."""
+    max_prompt_length: int = 512
+    """Longer prompts are cut from the left."""
+    ppo_epochs: int = 4
+    """Passes over each rollout batch."""
+    minibatch_size: int = 16
+    """Responses per PPO update (over all processes); the rollout batch is shuffled into minibatches."""
+    grad_accum: int = 1
+    """Micro-steps each minibatch is split into (same update, less memory)."""
+    learning_rate: float = 1e-5
+    """AdamW learning rate for policy and critic, decayed linearly to 0 over the run."""
+    kl_coef: float = 0.05
+    """Initial (or fixed) weight beta of the per-token KL penalty -beta * KL_t."""
+    target_kl: float = 0.0
+    """Adaptive KL control (Ziegler et al.): beta moves so the per-sequence KL approaches this; 0 keeps beta fixed."""
+    kl_horizon: int = 10000
+    """Episodes over which the adaptive controller closes the gap to target_kl."""
+    kl_estimator: str = "k1"
+    """Per-token KL estimate in the penalty: k1 (log ratio, unbiased) or k3 (non-negative, lower variance)."""
+    gamma: float = 1.0
+    """Discount factor of GAE."""
+    lam: float = 0.95
+    """GAE lambda."""
+    cliprange: float = 0.2
+    """PPO ratio clip epsilon."""
+    cliprange_value: float = 0.2
+    """Value clip: the new value stays within this of the rollout value."""
+    vf_coef: float = 0.1
+    """Weight of the value loss."""
+    temperature: float = 0.7
+    """Sampling temperature; logits are divided by it for every log-probability, in rollout and update alike."""
+    top_p: float = 1.0
+    """Nucleus sampling cut for rollouts."""
+    missing_eos_penalty: float = 1.0
+    """Subtracted from the score of a response that hit max_new_tokens without EOS; 0 turns it off."""
+    normalize_reward: bool = True
+    """Divide reward-model scores into units of its training spread (reward_stats.json: (s - mean) / std)."""
+    whiten_rewards: bool = False
+    """Whiten the token rewards per batch (scale only) before GAE."""
+    critic_init: str = "reward"
+    """Initialise the critic from the reward model ("reward") or the policy ("policy"); with reward_fn: policy."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm; 0 turns clipping off."""
+    prompt_template: str = "chat"
+    """"chat": prompts go through the tokenizer's chat template (or the fallback); "raw": used verbatim."""
+    seed: int = 42
+    """Seed for initialisation, prompt order and sampling."""
+    logging_steps: int = 1
+    """Write a metrics.jsonl row every N iterations."""
+    save_steps: int = 0
+    """Write a resumable checkpoint every N iterations; 0 only the final model."""
+    save_total_limit: int = 2
+    """Checkpoints kept in output_dir/checkpoints (the newest)."""
+    resume: bool = False
+    """Continue from the newest checkpoint in output_dir/checkpoints."""
+    sampler: str = "rlhfkit"
+    """Rollout generator: "rlhfkit" (our KV-cached sampler) or "hf" (transformers generate; slower)."""
+    dtype: str = "auto"
+    """float32, bfloat16, float16 or auto (bf16 on a GPU that supports it, else fp32)."""
+    device: str = "auto"
+    """cuda, mps, cpu or auto (first available in that order)."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """LoRA on the policy (lora.r=0: full fine-tuning); the reference is then the base with adapters disabled."""
+
+    @property
+    def iterations(self) -> int:
+        return self.total_episodes // self.batch_size
+
+    def validate(self) -> None:
+        if not self.policy:
+            raise ConfigError("policy is required, e.g. rlhf ppo policy=runs/sft ...")
+        if not self.prompts_file:
+            raise ConfigError("prompts_file is required")
+        if bool(self.reward_model) == bool(self.reward_fn):
+            raise ConfigError("give exactly one of reward_model=DIR or reward_fn=module:function")
+        for name in ("batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "grad_accum", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.total_episodes < self.batch_size:
+            raise ConfigError(f"total_episodes ({self.total_episodes}) must be at least batch_size ({self.batch_size})")
+        if self.batch_size % self.minibatch_size:
+            raise ConfigError(
+                f"batch_size ({self.batch_size}) must be a multiple of minibatch_size ({self.minibatch_size})"
+            )
+        if self.minibatch_size % self.grad_accum:
+            raise ConfigError(
+                f"minibatch_size ({self.minibatch_size}) must be a multiple of grad_accum ({self.grad_accum})"
+            )
+        choices = {
+            "kl_estimator": ("k1", "k3"),
+            "critic_init": ("reward", "policy"),
+            "sampler": ("rlhfkit", "hf"),
+            "prompt_template": ("chat", "raw"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.temperature <= 0:
+            raise ConfigError("temperature must be > 0 for PPO rollouts (the policy must be stochastic)")
+
+
 @cache
 def field_docs(cls: type) -> dict[str, str]:
     """{field: the string literal written under it in the class body}; a subclass's own text wins."""

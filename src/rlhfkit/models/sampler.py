@@ -27,7 +27,7 @@ def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
         return logits
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     probs = sorted_logits.softmax(dim=-1)
-    remove_sorted = probs.cumsum(dim=-1) - probs > top_p  # mass before this token already reaches top_p
+    remove_sorted = probs.cumsum(dim=-1) - probs >= top_p  # mass before this token already reaches top_p
     remove = remove_sorted.scatter(-1, order, remove_sorted)
     return logits.masked_fill(remove, float("-inf"))
 

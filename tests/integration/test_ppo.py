@@ -1,0 +1,269 @@
+"""PPO on a tiny model: the reward rises while the KL stays bounded; sampler == HF generate; resume; diagnostics.
+
+The SFT policy answers each of 8 questions two ways, plainly or with " Thank you for asking!", so it starts with
+a reward near 0.5 and PPO must shift probability towards the thanking answers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rlhfkit.cli import app
+from tests.conftest import QA
+
+runner = CliRunner()
+THANKS = " Thank you for asking!"
+ROOT = Path(__file__).parents[2]
+
+
+def invoke(*args: str) -> None:
+    res = runner.invoke(app, list(args))
+    assert res.exit_code == 0, res.output + repr(res.exception)
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def ppo_setup(tmp_path_factory):
+    from rlhfkit.models.tiny import build_tiny_causal_lm
+
+    root = tmp_path_factory.mktemp("ppo")
+    texts = [t for qa in QA for t in qa] * 8 + [THANKS] * 8
+    base = build_tiny_causal_lm(root / "base", texts, vocab_size=300, hidden=64, layers=2)
+    sft_rows = [{"prompt": q, "completion": a} for q, a in QA] + [
+        {"prompt": q, "completion": a + THANKS} for q, a in QA
+    ]
+    (root / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sft_rows))
+    (root / "prompts.jsonl").write_text("".join(json.dumps({"prompt": q}) + "\n" for q, _ in QA * 4))
+    invoke(
+        "sft",
+        f"model={base}",
+        f"train_file={root / 'sft.jsonl'}",
+        f"output_dir={root / 'sft'}",
+        "max_steps=150",
+        "learning_rate=3e-3",
+        "batch_size=16",
+        "gold_metrics=false",
+    )
+    return root
+
+
+PPO = [
+    "total_episodes=960",
+    "batch_size=16",
+    "minibatch_size=8",
+    "max_new_tokens=48",
+    "learning_rate=1e-4",
+    "temperature=1.0",
+    "kl_coef=0.1",
+    "kl_horizon=640",
+]
+
+
+@pytest.mark.slow
+def test_ppo_raises_a_rule_based_reward_with_bounded_kl(ppo_setup, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    root = ppo_setup
+    out = root / "ppo_fn"
+    invoke(
+        "ppo",
+        f"policy={root / 'sft'}",
+        "reward_fn=tests.integration.ppo_rewards:thanks",
+        f"prompts_file={root / 'prompts.jsonl'}",
+        f"output_dir={out}",
+        "target_kl=1.0",
+        *PPO,
+    )
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["reward_last_tenth"] > summary["reward_first_tenth"] + 0.15
+    assert summary["reward_last_tenth"] > 0.75
+    assert summary["kl_last_tenth"] < 3.0  # target 1.0: near it, not drifting away
+    metrics = rows(out)
+    assert len(metrics) == 60
+    required = {
+        "episodes",
+        "reward_mean",
+        "kl",
+        "kl_coef",
+        "entropy",
+        "clipfrac",
+        "approx_kl",
+        "value_explained_variance",
+        "response_length",
+        "time_generation",
+        "time_scoring",
+        "time_update",
+    }
+    assert all(required <= r.keys() for r in metrics)
+    assert metrics[-1]["episodes"] == 960 and metrics[-1]["kl_coef"] != 0.1  # adaptive control moved beta
+    # the saved policy is a plain model directory, and it now thanks more often
+    from rlhfkit.models.generate import generate_answers
+    from rlhfkit.models.load import load_causal_lm, load_tokenizer
+
+    answers = generate_answers(
+        load_causal_lm(str(out), device="cpu"),
+        load_tokenizer(str(out), padding_side="left"),
+        [q for q, _ in QA],
+        num_samples=4,
+        temperature=1.0,
+        max_new_tokens=48,
+        seed=0,
+    )
+    assert sum("Thank you" in a for group in answers for a in group) / 32 > 0.7
+
+
+@pytest.mark.slow
+def test_ppo_raises_a_reward_model_score(ppo_setup):
+    root = ppo_setup
+    pairs = [{"prompt": q, "chosen": a + THANKS, "rejected": a} for q, a in QA] * 2
+    (root / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    invoke(
+        "reward",
+        "train",
+        f"model={root / 'sft'}",
+        f"train_file={root / 'pairs.jsonl'}",
+        f"output_dir={root / 'rm'}",
+        "max_steps=30",
+        "learning_rate=1e-3",
+        "batch_size=8",
+        "tie_model=none",
+    )
+    out = root / "ppo_rm"
+    invoke(
+        "ppo",
+        f"policy={root / 'sft'}",
+        f"reward_model={root / 'rm'}",
+        f"prompts_file={root / 'prompts.jsonl'}",
+        f"output_dir={out}",
+        "target_kl=1.0",
+        *PPO,
+    )
+    summary = json.loads((out / "metrics.json").read_text())
+    # scores are in units of the reward model's training spread (reward_stats.json)
+    assert summary["reward_last_tenth"] > summary["reward_first_tenth"] + 0.3
+    assert summary["kl_last_tenth"] < 3.0
+
+
+def test_sampler_greedy_equals_hf_generate(ppo_setup):
+    from rlhfkit.algorithms.ppo import left_pad
+    from rlhfkit.models.load import encode_prompt, load_causal_lm, load_tokenizer
+    from rlhfkit.models.sampler import sample
+
+    root = ppo_setup
+    tok = load_tokenizer(str(root / "sft"), padding_side="left")
+    model = load_causal_lm(str(root / "sft"), device="cpu").eval()
+    prompts = [encode_prompt(tok, q) for q, _ in QA] + [encode_prompt(tok, "hi")]  # lengths differ: left padding
+    query, mask = left_pad(prompts, pad_id=tok.pad_token_id, device="cpu")
+    ours = sample(
+        model, query, mask, max_new_tokens=40, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, temperature=0.0
+    )
+    hf = model.generate(
+        input_ids=query,
+        attention_mask=mask,
+        max_new_tokens=40,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )[:, query.size(1) :]
+    assert ours.tokens.shape == hf.shape
+    assert torch.equal(ours.tokens, hf)
+    # the sampler's logprobs are those of a full forward pass over prompt + response
+    from rlhfkit.ops import logprobs_from_logits
+
+    qr = torch.cat([query, ours.tokens], dim=1)
+    am = torch.cat([mask, ours.mask], dim=1)
+    g = torch.Generator().manual_seed(0)
+    sampled = sample(
+        model,
+        query,
+        mask,
+        max_new_tokens=20,
+        eos_id=tok.eos_token_id,
+        pad_id=tok.pad_token_id,
+        temperature=0.7,
+        top_p=0.9,
+        generator=g,
+    )
+    qr = torch.cat([query, sampled.tokens], dim=1)
+    am = torch.cat([mask, sampled.mask], dim=1)
+    with torch.no_grad():
+        logits = model(input_ids=qr, attention_mask=am, position_ids=(am.cumsum(1) - 1).clamp(min=0)).logits
+    full = logprobs_from_logits(logits[:, query.size(1) - 1 : -1], sampled.tokens, temperature=0.7) * sampled.mask
+    torch.testing.assert_close(sampled.logprobs, full, rtol=0, atol=1e-5)
+
+
+def test_ppo_resume_equals_uninterrupted(ppo_setup, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    root = ppo_setup
+    common = [
+        f"policy={root / 'sft'}",
+        "reward_fn=tests.integration.ppo_rewards:thanks",
+        f"prompts_file={root / 'prompts.jsonl'}",
+        "total_episodes=96",
+        "batch_size=16",
+        "minibatch_size=8",
+        "max_new_tokens=24",
+        "learning_rate=1e-4",
+        "save_steps=3",
+        "grad_accum=2",
+        "target_kl=1.0",
+    ]
+    full, part = root / "full", root / "part"
+    invoke("ppo", f"output_dir={full}", *common)
+    invoke("ppo", f"output_dir={part}", *common)
+    # the final model is written at the end, never as a checkpoint: only step-3 is there to resume from
+    assert [p.name for p in (part / "checkpoints").iterdir()] == ["step-3"]
+    (part / "model.safetensors").unlink()
+    invoke("ppo", f"output_dir={part}", "resume=true", *common)
+    assert json.loads((part / "metrics.json").read_text())["resumed_from_step"] == 3
+    keys = ("reward_mean", "kl", "kl_coef", "clipfrac", "pg_loss", "vf_loss")
+    a, b = rows(full), rows(part)
+    assert [r["step"] for r in b] == list(range(1, 7))
+    for ra, rb in zip(a, b):
+        for k in keys:
+            assert rb[k] == pytest.approx(ra[k], rel=0, abs=1e-5), (ra["step"], k)
+
+
+def test_nan_reward_stops_with_a_clear_error_and_keeps_the_checkpoint(ppo_setup, monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT))
+    root = ppo_setup
+    res = runner.invoke(
+        app,
+        [
+            "ppo",
+            f"policy={root / 'sft'}",
+            "reward_fn=tests.integration.ppo_rewards:broken",
+            f"prompts_file={root / 'prompts.jsonl'}",
+            f"output_dir={tmp_path / 'o'}",
+            "total_episodes=32",
+            "batch_size=16",
+            "minibatch_size=16",
+            "max_new_tokens=8",
+        ],
+    )
+    assert res.exit_code == 1 and "NaN/inf at iteration 1" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o" / "model.safetensors").exists()
+
+
+def test_ppo_bad_settings_exit_2(ppo_setup):
+    root = ppo_setup
+    res = runner.invoke(app, ["ppo", f"policy={root / 'sft'}", f"prompts_file={root / 'prompts.jsonl'}"])
+    assert res.exit_code == 2 and "exactly one of reward_model" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "ppo",
+            f"policy={root / 'sft'}",
+            "reward_fn=nope:f",
+            f"prompts_file={root / 'prompts.jsonl'}",
+            "output_dir=/tmp/x",
+        ],
+    )
+    assert res.exit_code == 2 and "cannot import 'nope'" in res.output
