@@ -43,7 +43,7 @@ from rlhfkit.runtime.checkpoint import latest_checkpoint, load_checkpoint, save_
 from rlhfkit.runtime.dist import make_accelerator
 from rlhfkit.runtime.metrics import MetricsLog
 from rlhfkit.runtime.progress import progress_bar
-from rlhfkit.runtime.training import step_indices
+from rlhfkit.runtime.training import adamw, step_indices
 
 
 class Rollout(NamedTuple):
@@ -69,12 +69,18 @@ class ActorCritic(nn.Module):
         self, query_response: Tensor, attention_mask: Tensor, position_ids: Tensor, *, context: int, temperature: float
     ) -> tuple[Tensor, Tensor]:
         """Logits (over response positions, already / temperature) and values of the response tokens."""
+        # position t predicts token t + 1: response token i is predicted at context - 1 + i, so only the last
+        # T + 1 positions need logits (no vocabulary projection over the prompt)
+        keep = query_response.size(1) - context + 1
         logits = self.policy(
-            input_ids=query_response, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+            input_ids=query_response,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+            logits_to_keep=keep,
         ).logits
         values = self.critic(query_response, attention_mask, position_ids)
-        # position t predicts token t + 1: response token i is predicted at context - 1 + i
-        return logits[:, context - 1 : -1].float() / temperature, values[:, context - 1 : -1]
+        return logits[:, :-1].float() / temperature, values[:, context - 1 : -1]
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -220,13 +226,14 @@ class Diagnostics:
         self.history.append(row)
         before = set(self.last.items())
         kl = row["kl"]
-        if kl < -0.05:
+        recent_kl = sum(r["kl"] for r in self.history[-5:]) / len(self.history[-5:])
+        if recent_kl < -0.05:  # one noisy batch can dip below 0; a run of them cannot
             self.warn(
                 "negative_kl",
                 it,
-                f"mean KL {kl:.3f} < 0: the policy gives its own samples lower probability "
-                "than the reference. Likely cause: sampling and scoring disagree (temperature, top-p applied "
-                "to logprobs, dropout on, or padding/positions differ between the passes).",
+                f"mean KL {recent_kl:.3f} < 0 over the last iterations: the policy gives its own samples lower "
+                "probability than the reference. Likely cause: sampling and scoring disagree (temperature, "
+                "top-p applied to logprobs, dropout on, or padding/positions differ between the passes).",
             )
         limit = max(10 * self.cfg.target_kl, 5.0) if self.cfg.target_kl else 5.0
         if kl > limit:
@@ -300,7 +307,7 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
 
     iterations = cfg.iterations
     updates_per_iteration = cfg.ppo_epochs * (cfg.batch_size // cfg.minibatch_size)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, eps=1e-5)
+    optimizer = adamw(model, learning_rate=cfg.learning_rate, weight_decay=0.0, eps=1e-5)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda u: max(0.0, 1 - u / (iterations * updates_per_iteration))
     )

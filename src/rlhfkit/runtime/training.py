@@ -15,7 +15,7 @@ def step_indices(step: int, *, n: int, batch_size: int, seed: int) -> list[int]:
     return perm[k * batch_size : (k + 1) * batch_size]
 
 
-def adamw(model, *, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
+def adamw(model, *, learning_rate: float, weight_decay: float, eps: float = 1e-8) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters; no weight decay on biases and norms."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -24,4 +24,4 @@ def adamw(model, *, learning_rate: float, weight_decay: float) -> torch.optim.Op
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # The fused kernel updates all tensors in one pass (CPU and CUDA); it needs floating-point parameters.
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in decay + no_decay)
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, fused=fused)
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=eps, fused=fused)
