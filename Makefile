@@ -38,6 +38,7 @@ $(VENV)/.bench: $(VENV)/.installed
 bench: $(VENV)/.bench
 	$(BIN)/python bench/sft.py
 	$(BIN)/python bench/reward.py
+	$(BIN)/python bench/ppo.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
