@@ -18,6 +18,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Check and convert data files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+pipeline_app = typer.Typer(help="Run the whole loop from a pipeline.yaml.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
 reward_app = typer.Typer(help="Reward models: train on preferences, evaluate, score responses.", no_args_is_help=True)
 app.add_typer(reward_app, name="reward")
 
@@ -321,14 +323,36 @@ def data_convert(
 @app.command()
 @user_errors
 def demo(
-    out: Path = typer.Option(Path("demo-out"), help="Directory for the models, data and report."),
-    model: str | None = typer.Option(None, help="Use this model directory or hub id instead of the tiny one."),
-    steps: int = typer.Option(0, min=0, help="SFT steps (0: the demo's default)."),
+    out: Path = typer.Option(Path("demo-out"), help="Directory for the models, data, report and summary."),
+    model: str | None = typer.Option(None, help="Start from this model directory or hub id instead of a tiny one."),
+    overrides: list[str] | None = typer.Argument(
+        None, help="Pipeline settings as key=value, e.g. ppo.total_episodes=512."
+    ),
 ) -> None:
-    """The main job, offline on a CPU: fine-tune a model on the bundled help-desk answers, show before/after."""
+    """The main job, offline on a CPU: the help-desk chatbot through the whole loop (pretrain a tiny base, SFT,
+    simulated rankings, reward model, PPO, held-out evaluation, report.html). Rerunning continues where it stopped."""
     from rlhfkit.demo.run import run_demo
 
-    run_demo(out, model=model, steps=steps)
+    run_demo(out, model=model, overrides=overrides or [])
+
+
+@pipeline_app.command("run")
+@user_errors
+def pipeline_run(
+    config: Path = typer.Argument(..., help="pipeline.yaml"),
+    overrides: list[str] | None = typer.Argument(None, help="Settings as key=value, e.g. ppo.learning_rate=1e-5."),
+) -> None:
+    """Run the whole loop on your model and files: SFT, samples, rankings (your annotators' export), reward model,
+    PPO, held-out evaluation and report.html. Completed stages are skipped on a rerun."""
+    import json
+
+    from rlhfkit.config import load_config
+    from rlhfkit.pipeline import PipelineConfig, run_pipeline
+
+    if not config.exists():
+        fail(f"error: {config}: no such file")
+    summary = run_pipeline(load_config(PipelineConfig, config, overrides or []), log=typer.echo)
+    typer.echo(json.dumps(summary, indent=2))
 
 
 def main() -> None:

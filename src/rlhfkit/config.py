@@ -334,12 +334,17 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     elif typ is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
+    elif typing.get_origin(typ) is dict or typ is dict:
+        if isinstance(value, dict):
+            return value
     raise ConfigError(f"{key}: expected {typ.__name__}, got {value!r}")
 
 
 def _build(cls: type[C], values: dict[str, Any], prefix: str = "") -> C:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'settings'}: expected a mapping, got {values!r}")
     unknown = [k for k in values if k not in names]
     if unknown:
         valid = ", ".join(name for name, _, _ in describe(cls, prefix))

@@ -269,7 +269,11 @@ class Diagnostics:
         return [k for k, v in self.last.items() if (k, v) not in before]
 
 
-def train(cfg: PPOConfig) -> dict[str, Any]:
+def train(
+    cfg: PPOConfig, *, evaluate: Callable[[int, nn.Module], dict[str, float]] | None = None, eval_every: int = 0
+) -> dict[str, Any]:
+    """Run PPO. `evaluate(iteration, policy)`, if given, is called on the main process after the first iteration
+    and every `eval_every` iterations (and at the end); what it returns is logged in that iteration's row."""
     # --- setup ---
     cfg.validate()
     acc = make_accelerator(device=cfg.device)
@@ -475,6 +479,9 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
                     f"good checkpoint is kept: {latest_checkpoint(out)}. Lower learning_rate "
                     f"(now {cfg.learning_rate}) or check the reward for NaN."
                 )
+            if evaluate is not None and main and (done % max(eval_every, 1) == 0 or done == iterations or it == 0):
+                unwrapped.policy.eval()
+                row.update(evaluate(done, unwrapped.policy))
             new_warnings = diagnostics.check(done, row)
             if new_warnings:
                 row["warnings"] = new_warnings

@@ -83,12 +83,12 @@ def build_items(
 ) -> tuple[list[PreferenceItem], Counter]:
     """Pool the judgements per prompt and response set. Returns the items and counts of what was skipped.
 
-    Pairs and comparisons of the same prompt and two responses pool into one judgement; a ranking stays its own
-    item (its responses as given). With tie_model="none", judgements that are only ties are dropped, and tie
+    Judgements of the same prompt and responses pool: pairs and comparisons of the same two responses become one
+    judgement, rankings of the same response set one item, with vote shares. An item that is exactly one ranking
+    keeps its ranks for Plackett-Luce. With tie_model="none", judgements that are only ties are dropped, and tie
     votes are left out of mixed shares. both_bad="tie" counts a both-bad verdict as a tie, "drop" skips it.
     """
     drafts: dict[tuple[str, frozenset[str]], _Draft] = {}
-    items_from_rankings: list[_Draft] = []
     skipped: Counter = Counter()
     for r in records:
         if isinstance(r, Ranking):
@@ -98,12 +98,12 @@ def build_items(
             if len({_key(x) for x in r.responses}) != len(r.responses):
                 skipped["duplicate_responses"] += 1
                 continue
-            d = _Draft(r.prompt)
+            # several annotators ranking the same answers pool into one item
+            d = drafts.setdefault((_key(r.prompt), frozenset(map(_key, r.responses))), _Draft(r.prompt))
             for i, j in combinations(range(len(r.responses)), 2):
                 ri, rj = r.ranks[i], r.ranks[j]
                 d.add(r.responses[i], r.responses[j], "x" if ri < rj else "y" if rj < ri else "tie")
-            d.rankings.append(tuple(r.ranks))
-            items_from_rankings.append(d)
+            d.rankings.append(tuple(r.ranks[r.responses.index(x)] for x in d.responses))  # in the item's order
             continue
         if isinstance(r, PreferencePair):
             x, y = r.chosen, r.rejected
@@ -132,7 +132,7 @@ def build_items(
             d.add(x, y, {"a": "x", "b": "y", "tie": "tie", "both_bad": "tie"}[r.label])
 
     items = []
-    for d in [*drafts.values(), *items_from_rankings]:
+    for d in drafts.values():
         judgements = []
         for (i, j), c in sorted(d.counts.items()):
             wins_a, wins_b, ties = c["a"], c["b"], c["tie"]

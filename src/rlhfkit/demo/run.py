@@ -1,13 +1,13 @@
-"""`rlhf demo`: fine-tune a model on the bundled help-desk gold answers and show what changed.
+"""`rlhf demo`: build the Lumen & Pike help-desk chatbot through the whole loop, offline on a CPU.
 
-Offline by default: the base model is a tiny Llama with a tokenizer trained on the bundled text (cached in
-OUT/base). `--model` uses any Hugging Face model instead.
+It is `rlhf pipeline run` on demo/pipeline.yaml with the bundled data: a tiny Llama pretrained on the handbook,
+SFT on the experts' gold answers, K sampled answers per question ranked by simulated annotators (standing in for
+people; clearly labelled), a reward model on those rankings, PPO against it, and a held-out evaluation by the
+hidden-rubric judge. `--model` starts from any Hugging Face model instead of the tiny one.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -15,84 +15,52 @@ from rich.table import Table
 
 from rlhfkit.demo import data_path
 
-TRAIN, HELD_OUT = "helpdesk_train.jsonl", "helpdesk_heldout.jsonl"
+
+def demo_config(out: Path, *, model: str | None, overrides: list[str]):
+    from rlhfkit.config import load_config
+    from rlhfkit.pipeline import PipelineConfig
+
+    fixed = [
+        f"output_dir={out}",
+        f"train_file={data_path('helpdesk_train.jsonl')}",
+        f"heldout_file={data_path('helpdesk_heldout.jsonl')}",
+        f"pretrain_text={data_path('handbook.md')}",
+    ]
+    if model:
+        fixed.append(f"base_model={model}")
+    return load_config(PipelineConfig, str(Path(__file__).with_name("pipeline.yaml")), [*fixed, *overrides])
 
 
-def _texts() -> list[str]:
-    rows = []
-    for name in (TRAIN, HELD_OUT):
-        for line in Path(data_path(name)).read_text().splitlines():
-            r = json.loads(line)
-            rows += [r["prompt"], r["completion"]]
-    return rows
-
-
-def build_base(out: Path) -> Path:
-    """The tiny base model: built once, then reused from OUT/base."""
-    from rlhfkit.models.tiny import build_tiny_causal_lm
-
-    base = out / "base"
-    if not (base / "config.json").exists():
-        build_tiny_causal_lm(base, _texts() * 4, vocab_size=600, hidden=128, layers=2, seed=0)
-    return base
-
-
-def run_demo(out: Path, *, model: str | None = None, steps: int = 0) -> dict:
-    from rlhfkit.algorithms.sft import train
-    from rlhfkit.config import SFTConfig
-    from rlhfkit.data.io import read_records
-    from rlhfkit.eval.gold import gold_metrics
-    from rlhfkit.models.generate import generate_answers
-    from rlhfkit.models.load import load_causal_lm, load_tokenizer
+def run_demo(out: Path, *, model: str | None = None, overrides: list[str] | None = None) -> dict:
+    from rlhfkit.pipeline import run_pipeline
 
     console = Console()
-    start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    base = model or str(build_base(out))
-    train_records = read_records(data_path(TRAIN)).records
-    held_out = read_records(data_path(HELD_OUT)).records
-    shown = train_records[:3] + held_out[:3]
-
-    def answers(model_dir: str, records) -> list[str]:
-        tok, lm = load_tokenizer(model_dir, padding_side="left"), load_causal_lm(model_dir)
-        return [
-            a[0] for a in generate_answers(lm, tok, [r.prompt for r in records], max_new_tokens=40, temperature=0.0)
-        ]
-
-    before = answers(base, shown)
-    console.print(f"[bold]SFT[/] of {base} on {len(train_records)} gold answers ...")
-    cfg = SFTConfig(
-        model=base,
-        train_file=data_path(TRAIN),
-        eval_file=data_path(HELD_OUT),
-        output_dir=str(out / "sft"),
-        max_steps=steps or (300 if model is None else 100),
-        learning_rate=3e-3 if model is None else 2e-5,
-        batch_size=8,
-        logging_steps=25,
-        warmup_ratio=0.05,
+    cfg = demo_config(out, model=model, overrides=overrides or [])
+    console.print(
+        "[bold]rlhfkit demo[/]: the Lumen & Pike help desk. Rankings come from [bold]simulated "
+        "annotators[/] (not people) that follow a hidden rubric with noise and disagreement."
     )
-    summary = train(cfg)
-    after = answers(cfg.output_dir, shown)
-    train_metrics = gold_metrics(answers(cfg.output_dir, train_records), [r.completion for r in train_records])
-
-    table = Table(title="Answers before and after SFT", show_lines=True)
-    for col in ("question", "gold answer", "before (base)", "after (SFT)"):
-        table.add_column(col, overflow="fold")
-    for r, b, a in zip(shown, before, after):
-        split = "" if r in train_records else " [dim](held out)[/]"
-        table.add_row(str(r.prompt) + split, r.completion, b, a)
+    summary = run_pipeline(cfg, log=console.print)
+    table = Table(title="Held-out questions (never trained on)")
+    table.add_column("measure")
+    table.add_column("SFT", justify="right")
+    table.add_column("PPO", justify="right")
+    for label, key in (
+        ("fact accuracy", "fact_accuracy"),
+        ("courteous answers", "courteous"),
+        ("token F1 vs gold", "token_f1"),
+        ("reward-model score", "rm_score"),
+    ):
+        if f"{key}_sft" in summary:
+            table.add_row(label, f"{summary[f'{key}_sft']:.3f}", f"{summary[f'{key}_ppo']:.3f}")
     console.print(table)
-    result = {
-        "train_exact_match": train_metrics["exact_match"],
-        "train_token_f1": train_metrics["token_f1"],
-        "heldout_exact_match": summary.get("eval_exact_match"),
-        "heldout_token_f1": summary.get("eval_token_f1"),
-        "heldout_rouge_l": summary.get("eval_rouge_l"),
-        "eval_loss": summary.get("eval_loss"),
-        "wall_seconds": round(time.perf_counter() - start, 1),
-    }
-    console.print({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()})
-    (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
-    console.print(f"model: {cfg.output_dir}   summary: {out / 'summary.json'}")
-    return result
+    console.print(
+        f"gold judge win rate, PPO vs SFT: [bold]{summary.get('win_rate_ppo_vs_sft', float('nan')):.3f}[/]"
+        f"   reward-model accuracy: {summary.get('rm_eval_accuracy', float('nan')):.3f}"
+        f"   final KL: {summary.get('ppo_kl_last_tenth', float('nan')):.2f}"
+        f"   {summary.get('wall_seconds', 0):.0f}s"
+    )
+    console.print(
+        f"report: {out / 'report.html'}   summary: {out / 'summary.json'}   answers: {out / 'eval_samples.jsonl'}"
+    )
+    return summary

@@ -1,0 +1,145 @@
+"""Database models (SQLAlchemy 2) and the engine. The schema is created and upgraded by Alembic migrations
+(annotate/migrations), applied when the app or a command opens the database."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+KINDS = ("gold", "compare", "rank")
+ROLES = ("admin", "annotator")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20))
+    pseudonym: Mapped[str] = mapped_column(String(40), unique=True, default=lambda: f"ann-{secrets.token_hex(4)}")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    overlap: Mapped[int] = mapped_column(Integer, default=1)  # annotators needed per item
+    lease_seconds: Mapped[int] = mapped_column(Integer, default=1800)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    items: Mapped[list[Item]] = relationship(back_populates="project")
+
+
+class Item(Base):
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(10))  # gold | compare | rank
+    prompt: Mapped[Any] = mapped_column(JSON)  # a string or a message list
+    responses: Mapped[list] = mapped_column(JSON, default=list)  # candidate answers (gold: an optional draft)
+    source: Mapped[Any] = mapped_column(JSON, nullable=True)  # where it came from (model names): admins only
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    project: Mapped[Project] = relationship(back_populates="items")
+
+
+class Assignment(Base):
+    """One person's lease on one item; the unique key means no one gets the same item twice."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (UniqueConstraint("item_id", "user_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    status: Mapped[str] = mapped_column(String(10), default="leased")  # leased | done | skipped
+    order: Mapped[list] = mapped_column(JSON, default=list)  # response indices in the order shown
+    leased_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    item: Mapped[Item] = relationship()
+
+
+class Annotation(Base):
+    __tablename__ = "annotations"
+    __table_args__ = (UniqueConstraint("item_id", "user_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    # gold: {"answer"}; compare: {"label": a|b|tie|both_bad} about the item's response order; rank: {"ranks",
+    # "all_bad"} in the item's response order
+    payload: Mapped[dict] = mapped_column(JSON)
+    shown_order: Mapped[list] = mapped_column(JSON, default=list)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    flags: Mapped[list] = mapped_column(JSON, default=list)  # incorrect | unsafe | private_data
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    user: Mapped[User] = relationship()
+    item: Mapped[Item] = relationship()
+
+
+def normalize_url(url: str) -> str:
+    """A path becomes a SQLite URL; postgresql:// uses psycopg 3."""
+    if "://" not in url:
+        return f"sqlite:///{Path(url).resolve()}"
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def make_engine(url: str):
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn, _):  # concurrent readers while one writes; enforce foreign keys
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def migrate(url: str) -> None:
+    """Apply every Alembic migration (idempotent)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    command.upgrade(cfg, "head")
+
+
+def open_db(url: str):
+    """Migrate, then return a session factory."""
+    migrate(url)
+    return sessionmaker(make_engine(url), expire_on_commit=False)
+
+
+def dumps(x: Any) -> str:
+    return json.dumps(x, ensure_ascii=False)

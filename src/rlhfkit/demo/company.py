@@ -1,0 +1,472 @@
+"""Lumen & Pike, a fictional company, written for the rlhfkit demo: its facts, its handbook, and the questions and
+gold answers its help-desk experts wrote.
+
+Every fact has key strings (what a correct answer must say), a handbook sentence, question wordings (one is held
+out: never trained on) and the sentence an expert would answer with. `build_dataset` turns them into the
+bundled files; the human answers are mixed as real ones are: mostly terse or plain, some courteous and complete,
+a few wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Fact:
+    key: str
+    answer_keys: tuple[str, ...]  # strings a correct answer contains
+    sentence: str  # the plain expert answer, also the handbook's wording
+    questions: tuple[str, ...]
+    terse: str  # the shortest correct answer
+    held_out: int = -1  # index of the wording never trained on
+
+
+# (department, city) -> (floor, building or wing)
+LOCATIONS = {
+    ("HR", "Boston"): ("3rd floor", "Building A"),
+    ("HR", "London"): ("2nd floor", "the East Wing"),
+    ("HR", "Austin"): ("1st floor", "Building C"),
+    ("the IT help desk", "Boston"): ("1st floor", "Building B"),
+    ("the IT help desk", "London"): ("ground floor", "the West Wing"),
+    ("the IT help desk", "Austin"): ("2nd floor", "Building C"),
+    ("Payroll", "Boston"): ("4th floor", "Building A"),
+    ("Payroll", "London"): ("3rd floor", "the East Wing"),
+    ("Finance", "Boston"): ("5th floor", "Building A"),
+    ("Finance", "Austin"): ("3rd floor", "Building D"),
+    ("Legal", "Boston"): ("6th floor", "Building A"),
+    ("Legal", "London"): ("4th floor", "the East Wing"),
+    ("Security", "Boston"): ("ground floor", "Building A"),
+    ("Security", "London"): ("ground floor", "the East Wing"),
+    ("Security", "Austin"): ("ground floor", "Building D"),
+    ("the mail room", "Boston"): ("basement", "Building B"),
+    ("the mail room", "London"): ("basement", "the West Wing"),
+    ("the cafeteria", "Boston"): ("2nd floor", "Building B"),
+    ("the cafeteria", "Austin"): ("1st floor", "Building D"),
+    ("Facilities", "Boston"): ("basement", "Building A"),
+    ("Facilities", "Austin"): ("basement", "Building C"),
+    ("the first aid room", "London"): ("1st floor", "the West Wing"),
+}
+
+POLICIES = [
+    # key, answer keys, expert sentence, questions (last held out), terse answer
+    (
+        "vacation",
+        ("25 days",),
+        "Full-time employees get 25 days of paid vacation a year.",
+        (
+            "How many vacation days do I get?",
+            "What is the annual vacation allowance?",
+            "How much paid vacation do we have?",
+            "How many days of holiday do employees get each year?",
+        ),
+        "25 days a year.",
+    ),
+    (
+        "sick_days",
+        ("10 days",),
+        "You get 10 days of paid sick leave a year.",
+        (
+            "How many sick days do I get?",
+            "What is the sick leave allowance?",
+            "How much paid sick leave is there per year?",
+        ),
+        "10 days a year.",
+    ),
+    (
+        "payday",
+        ("last working day",),
+        "Payday is the last working day of each month.",
+        ("When is payday?", "What day do we get paid?", "When does salary arrive each month?"),
+        "The last working day of the month.",
+    ),
+    (
+        "meal_allowance",
+        ("60 dollars",),
+        "The travel meal allowance is 60 dollars a day.",
+        (
+            "What is the daily meal allowance when travelling?",
+            "How much can I spend on meals on a business trip?",
+            "What is the per diem for food on travel?",
+        ),
+        "60 dollars a day.",
+    ),
+    (
+        "parental_leave",
+        ("16 weeks",),
+        "Parents get 16 weeks of paid parental leave.",
+        (
+            "How long is parental leave?",
+            "How many weeks of paid parental leave do we get?",
+            "What is the parental leave policy length?",
+        ),
+        "16 weeks, paid.",
+    ),
+    (
+        "pension",
+        ("5 percent",),
+        "The company matches pension contributions up to 5 percent of salary.",
+        (
+            "Does the company match pension contributions?",
+            "What is the pension match?",
+            "How much does the company add to my pension?",
+        ),
+        "Up to 5 percent of salary.",
+    ),
+    (
+        "remote",
+        ("2 days a week",),
+        "You may work from home up to 2 days a week with your manager's agreement.",
+        ("Can I work from home?", "How many remote days are allowed?", "What is the work from home policy?"),
+        "Up to 2 days a week.",
+    ),
+    (
+        "laptop",
+        ("every 3 years",),
+        "Laptops are replaced every 3 years through the IT portal.",
+        ("How often do we get a new laptop?", "When is my laptop replaced?", "What is the laptop refresh cycle?"),
+        "Every 3 years.",
+    ),
+    (
+        "expenses",
+        ("within 30 days",),
+        "Submit travel expenses in the expense tool within 30 days of your trip.",
+        (
+            "How do I submit travel expenses?",
+            "What is the deadline for expense claims?",
+            "How long do I have to file my expenses?",
+        ),
+        "Within 30 days, in the expense tool.",
+    ),
+    (
+        "probation",
+        ("3 months",),
+        "The probation period for new employees is 3 months.",
+        (
+            "How long is probation?",
+            "What is the probation period for new hires?",
+            "How many months is the trial period?",
+        ),
+        "3 months.",
+    ),
+    (
+        "notice",
+        ("4 weeks",),
+        "The notice period is 4 weeks for all staff.",
+        ("What is the notice period?", "How much notice do I have to give?", "How long is the resignation notice?"),
+        "4 weeks.",
+    ),
+    (
+        "training",
+        ("1500 dollars",),
+        "Each employee has a training budget of 1500 dollars a year.",
+        (
+            "What is the training budget?",
+            "How much can I spend on courses?",
+            "How large is the yearly learning budget?",
+        ),
+        "1500 dollars a year.",
+    ),
+    (
+        "gym",
+        ("50 dollars",),
+        "The company pays 50 dollars a month towards a gym membership.",
+        ("Is there a gym subsidy?", "How much does the company pay for the gym?", "Do we get money for fitness?"),
+        "50 dollars a month.",
+    ),
+    (
+        "flights",
+        ("economy",),
+        "Book economy class for flights under 6 hours.",
+        ("Which class can I fly in?", "Can I book business class?", "What flight class is allowed for short trips?"),
+        "Economy for flights under 6 hours.",
+    ),
+    (
+        "office_hours",
+        ("7 am to 8 pm",),
+        "The offices are open from 7 am to 8 pm on weekdays.",
+        ("What are the office hours?", "When is the office open?", "What time does the building open and close?"),
+        "7 am to 8 pm, weekdays.",
+    ),
+    (
+        "cafe_hours",
+        ("8 am to 3 pm",),
+        "The cafeteria serves food from 8 am to 3 pm.",
+        ("When is the cafeteria open?", "What are the cafeteria hours?", "Until when can I get lunch?"),
+        "8 am to 3 pm.",
+    ),
+    (
+        "guest_wifi",
+        ("LP-Guest",),
+        "Guests use the LP-Guest wifi network; the password is at reception.",
+        ("What is the guest wifi?", "How do visitors get online?", "Which wifi network should guests use?"),
+        "LP-Guest.",
+    ),
+    (
+        "password",
+        ("password portal",),
+        "Reset your password in the password portal with your badge number.",
+        ("How do I reset my password?", "I forgot my password, what do I do?", "Where can I change my password?"),
+        "Use the password portal.",
+    ),
+    (
+        "it_phone",
+        ("extension 4357",),
+        "Call the IT help desk on extension 4357.",
+        ("What is the IT help desk number?", "How do I call IT?", "Which extension reaches the help desk?"),
+        "Extension 4357.",
+    ),
+    (
+        "security_phone",
+        ("extension 5555",),
+        "Call Security on extension 5555 in an emergency.",
+        ("How do I reach Security?", "What is the Security phone number?", "Who do I call if there is an incident?"),
+        "Extension 5555.",
+    ),
+    (
+        "lost_badge",
+        ("Security",),
+        "Report a lost badge to Security; the first replacement is free.",
+        ("What do I do if I lose my badge?", "I lost my badge, who do I tell?", "How do I get a replacement badge?"),
+        "Tell Security.",
+    ),
+    (
+        "visitor",
+        ("reception",),
+        "Visitors sign in at reception and get a visitor badge.",
+        ("How do I register a visitor?", "Where do guests sign in?", "How does a visitor get a badge?"),
+        "At reception.",
+    ),
+    (
+        "vpn",
+        ("LumenConnect",),
+        "Install LumenConnect from the software center to use the VPN.",
+        ("How do I connect to the VPN?", "Which VPN client do we use?", "How can I reach the network from home?"),
+        "Use LumenConnect.",
+    ),
+    (
+        "benefits_enrol",
+        ("benefits portal",),
+        "Enrol in health insurance in the benefits portal within 30 days of starting.",
+        ("How do I enrol in health insurance?", "Where do I sign up for benefits?", "How do I join the health plan?"),
+        "In the benefits portal.",
+    ),
+    (
+        "bank_details",
+        ("HR portal",),
+        "Update your bank details in the HR portal before the 15th of the month.",
+        (
+            "How do I change my bank details?",
+            "Where do I update my bank account?",
+            "How do I change where my pay goes?",
+        ),
+        "In the HR portal.",
+    ),
+    (
+        "fire_boston",
+        ("Summer Street",),
+        "In Boston the fire assembly point is the park across Summer Street.",
+        (
+            "Where is the fire assembly point in Boston?",
+            "Where do we gather in a fire alarm in Boston?",
+            "Where should Boston staff go when the fire alarm rings?",
+        ),
+        "The park across Summer Street.",
+    ),
+    (
+        "fire_london",
+        ("river path",),
+        "In London the fire assembly point is the river path outside Thames House.",
+        (
+            "Where is the fire assembly point in London?",
+            "Where do we gather in a fire alarm in London?",
+            "Where should London staff go when the fire alarm rings?",
+        ),
+        "The river path outside Thames House.",
+    ),
+    (
+        "parking_boston",
+        ("garage under Building B",),
+        "In Boston employees park in the garage under Building B.",
+        ("Where can I park in Boston?", "Is there parking at the Boston office?", "Where do Boston staff park?"),
+        "The garage under Building B.",
+    ),
+    (
+        "parking_austin",
+        ("lot behind the building",),
+        "In Austin there is a free lot behind the building.",
+        ("Where can I park in Austin?", "Is there parking at the Austin office?", "Where do Austin staff park?"),
+        "The free lot behind the building.",
+    ),
+    (
+        "bikes_london",
+        ("basement",),
+        "In London there is no car park; bike racks are in the basement of Thames House.",
+        ("Is there parking in London?", "Can I park a car at Thames House?", "Where do I leave my bike in London?"),
+        "Bike racks in the basement.",
+    ),
+]
+
+LOCATION_QUESTIONS = (
+    "Where is {dept} in {city}?",
+    "Which floor is {dept} on in {city}?",
+    "How do I find {dept} in {city}?",
+    "Where can I find {dept} in {city}?",
+    "Quick question: where is {dept} in {city}?",
+    "On what floor can I find {dept} in the {city} office?",
+)
+# extra wordings of every policy question (training only; the held-out wording stays unseen)
+POLICY_PREFIXES = ("Quick question: {q}", "Hi, {q}")
+COURTEOUS_OPENINGS = ("Happy to help!", "Thanks for asking.", "Good question.", "Of course!")
+COURTEOUS_CLOSINGS = (
+    "Let me know if you need anything else.",
+    "I hope that helps.",
+    "Have a great day!",
+    "Feel free to ask if anything is unclear.",
+)
+
+
+def _cap(s: str) -> str:
+    return s[0].upper() + s[1:]
+
+
+def facts() -> list[Fact]:
+    out = []
+    for n, ((dept, city), (floor, building)) in enumerate(LOCATIONS.items()):
+        key = f"{dept.replace('the ', '').replace(' ', '_').lower()}_{city.lower()}"
+        sentence = (
+            f"In {city}, {dept} is on the {floor} of {building}."
+            if floor != "basement"
+            else f"In {city}, {dept} is in the basement of {building}."
+        )
+        questions = tuple(q.format(dept=dept, city=city) for q in LOCATION_QUESTIONS)
+        terse = f"{_cap(floor)}, {building}."
+        # each wording is held out for some places and trained for others, so the held-out question is new but its
+        # phrasing is not
+        out.append(
+            Fact(key, (floor, building.replace("the ", "")), sentence, questions, terse, held_out=n % len(questions))
+        )
+    for n, (key, keys, sentence, questions, terse) in enumerate(POLICIES):
+        extra = tuple(p.format(q=questions[0][0].lower() + questions[0][1:]) for p in POLICY_PREFIXES)
+        # hold out one of the natural wordings (not the first, which the prefixed variants repeat)
+        out.append(
+            Fact(key, keys, sentence, extra + questions, terse, held_out=len(extra) + 1 + n % (len(questions) - 1))
+        )
+    return out
+
+
+def all_answer_keys() -> set[str]:
+    return {k for f in facts() for k in f.answer_keys}
+
+
+def handbook() -> str:
+    """Prose that states every fact, in the words the experts use (the base model is pretrained on it)."""
+    fs = facts()
+    lines = [
+        "# Lumen & Pike employee handbook",
+        "",
+        "Lumen & Pike has offices in Boston, London and Austin. This handbook tells you where things are and "
+        "how things work. If anything is unclear, ask the help desk.",
+        "",
+    ]
+    lines.append("## Where things are")
+    for f in fs[: len(LOCATIONS)]:
+        lines.append(f.sentence)
+    lines += [
+        "The Boston office has Buildings A and B; the Austin office has Buildings C and D.",
+        "The London office is Thames House, with an East Wing and a West Wing.",
+        "",
+        "## Directory",
+    ]
+    for f in fs[: len(LOCATIONS)]:
+        lines.append(f"{f.questions[0]} {f.terse}")
+    lines.append("")
+    sections = {
+        "Time off and pay": (
+            "vacation",
+            "sick_days",
+            "payday",
+            "parental_leave",
+            "pension",
+            "probation",
+            "notice",
+            "bank_details",
+            "benefits_enrol",
+        ),
+        "Travel": ("meal_allowance", "flights", "expenses"),
+        "Working here": (
+            "remote",
+            "laptop",
+            "training",
+            "gym",
+            "office_hours",
+            "cafe_hours",
+            "guest_wifi",
+            "password",
+            "it_phone",
+            "vpn",
+            "visitor",
+        ),
+        "Safety": ("security_phone", "lost_badge", "fire_boston", "fire_london"),
+        "Getting here": ("parking_boston", "parking_austin", "bikes_london"),
+    }
+    sentence_of = {f.key: f.sentence for f in fs}
+    for title, keys in sections.items():
+        lines += [f"## {title}", *[sentence_of[k] for k in keys], ""]
+    return "\n".join(lines)
+
+
+def courteous(sentence: str, rng: random.Random) -> str:
+    return f"{rng.choice(COURTEOUS_OPENINGS)} {sentence} {rng.choice(COURTEOUS_CLOSINGS)}"
+
+
+def build_dataset(seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(train, held_out) question/gold-answer records with the fact's key (for the judge) and the answer's style.
+
+    Several experts answer the help desk, so most training questions have one gold answer and many have a second
+    one from another expert. Answers mix styles as real ones do: 42% terse, 38% a plain sentence, 15% courteous and
+    complete, 5% wrong (another fact's sentence). Held-out questions (one wording per fact, never trained on) get the
+    plain correct sentence as their gold answer.
+    """
+    rng = random.Random(seed)
+    fs = facts()
+    train, held_out = [], []
+
+    def expert_answer(f: Fact) -> tuple[str, str]:
+        u = rng.random()
+        if u < 0.42:
+            return f.terse, "terse"
+        if u < 0.80:
+            return f.sentence, "plain"
+        if u < 0.95:
+            return courteous(f.sentence, rng), "courteous"
+        return rng.choice([g for g in fs if g.key != f.key]).sentence, "wrong"
+
+    for f in fs:
+        for i, q in enumerate(f.questions):
+            if i == f.held_out % len(f.questions):
+                continue
+            answers = [expert_answer(f)]
+            if rng.random() < 0.6:
+                second = expert_answer(f)
+                if second[0] != answers[0][0]:
+                    answers.append(second)
+            train += [{"prompt": q, "completion": a, "fact": f.key, "style": style} for a, style in answers]
+        held_out.append({"prompt": f.questions[f.held_out], "completion": f.sentence, "fact": f.key, "style": "plain"})
+    return train, held_out
+
+
+def write_bundle(directory: Path) -> None:
+    """Regenerate the bundled files (deterministic): handbook.md, helpdesk_train.jsonl, helpdesk_heldout.jsonl."""
+    train, held_out = build_dataset()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "handbook.md").write_text(handbook() + "\n")
+    for name, rows in (("helpdesk_train.jsonl", train), ("helpdesk_heldout.jsonl", held_out)):
+        (directory / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+if __name__ == "__main__":
+    write_bundle(Path(__file__).parent / "data")

@@ -1,0 +1,404 @@
+"""`rlhf pipeline run pipeline.yaml`: the whole loop on your model and files, stage by stage.
+
+base model -> SFT on gold answers -> K sampled answers per training prompt -> rankings (your annotators' export, or
+the demo's simulated annotators) -> reward model -> PPO against it -> held-out evaluation -> report.html.
+
+Stages talk through files in output_dir; a stage whose output is complete (a `.done` marker) is skipped, so a
+rerun continues where an interrupted one stopped. Each stage's settings are the command's own names (`sft:`,
+`reward:`, `ppo:` sections take what `rlhf sft`, `rlhf reward train` and `rlhf ppo` take).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.config import ConfigError, PPOConfig, RewardConfig, SFTConfig, load_config
+from rlhfkit.runtime.files import write_json, write_jsonl
+
+
+@dataclass
+class PipelineConfig:
+    output_dir: str = "pipeline-out"
+    """Where every stage writes (base/, sft/, samples.jsonl, rankings*.jsonl, rm/, ppo/, report.html, ...)."""
+    base_model: str = ""
+    """Model directory or hub id to start from; empty: pretrain a tiny Llama on pretrain_text (offline demo)."""
+    pretrain_text: str = ""
+    """Text to pretrain the tiny base model on (used when base_model is empty)."""
+    pretrain_steps: int = 600
+    """Optimizer steps of tiny-model pretraining."""
+    tiny_hidden: int = 128
+    """Hidden size of the tiny base model."""
+    tiny_layers: int = 4
+    """Layers of the tiny base model."""
+    tiny_vocab: int = 1024
+    """BPE vocabulary of the tiny base model's tokenizer."""
+    train_file: str = ""
+    """Questions with gold answers for SFT (prompt/completion or messages); their prompts are also sampled and ranked
+    for the reward model, and used for PPO."""
+    heldout_file: str = ""
+    """Held-out questions with gold answers, never trained on: the evaluation set."""
+    rankings_file: str = ""
+    """Human rankings of the sampled answers (`rlhf annotate export --format rankings`, or pairs/comparisons).
+    Empty with simulated_annotators: true: the demo's simulated annotators rank them."""
+    simulated_annotators: bool = False
+    """Rank with the demo's simulated annotators and judge with its hidden rubric (demo company data only)."""
+    num_samples: int = 4
+    """Answers sampled per training prompt for ranking."""
+    sample_temperatures: str = "1.0"
+    """Comma-separated sampling temperatures; the K samples are split evenly over them (a hotter share gives the
+    annotators worse answers to compare with, so the reward model also learns what a wrong answer looks like)."""
+    max_new_tokens: int = 48
+    """Longest answer sampled, in PPO and in evaluation."""
+    rm_eval_share: float = 0.15
+    """Share of ranked prompts kept out of reward-model training to measure its accuracy."""
+    sft: dict[str, Any] = field(default_factory=dict)
+    """Settings for the SFT stage (rlhf sft names)."""
+    reward: dict[str, Any] = field(default_factory=dict)
+    """Settings for the reward-model stage (rlhf reward train names)."""
+    ppo: dict[str, Any] = field(default_factory=dict)
+    """Settings for the PPO stage (rlhf ppo names)."""
+    eval_every: int = 10
+    """PPO iterations between held-out evaluations (the win-rate curve in the report); 0: only at the end."""
+    seed: int = 0
+    """Seed for sampling, annotator panels and the rankings split."""
+
+    def validate(self) -> None:
+        if not self.train_file or not self.heldout_file:
+            raise ConfigError("train_file and heldout_file are required")
+        if not self.base_model and not self.pretrain_text:
+            raise ConfigError("give base_model, or pretrain_text to pretrain a tiny base model")
+        try:
+            temperatures = [float(t) for t in self.sample_temperatures.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"sample_temperatures: expected numbers like 1.0,1.5, got {self.sample_temperatures!r}"
+            ) from None
+        if not temperatures or min(temperatures) <= 0 or self.num_samples < max(2, len(temperatures)):
+            raise ConfigError("sample_temperatures must be > 0 and num_samples at least 2 and at least their count")
+        if not self.rankings_file and not self.simulated_annotators:
+            raise ConfigError(
+                "give rankings_file (human rankings of samples.jsonl), or simulated_annotators: true (demo data only)"
+            )
+
+
+def _stage(out: Path, name: str, run: Callable[[], Any], log: Callable[[str], None]) -> None:
+    marker = out / f".{name}.done"
+    if marker.exists():
+        log(f"stage {name}: done earlier, skipped")
+        return
+    start = time.perf_counter()
+    log(f"stage {name} ...")
+    run()
+    marker.write_text(f"{time.perf_counter() - start:.1f}\n")
+    log(f"stage {name}: {time.perf_counter() - start:.0f}s")
+
+
+def _stage_config(cls, fixed: dict[str, Any], user: dict[str, Any], defaults: dict[str, Any]):
+    """Stage settings: the pipeline's defaults, then the user's section; the wiring (paths) cannot be overridden."""
+    clash = sorted(set(user) & set(fixed))
+    if clash:
+        raise ConfigError(f"{cls.__name__}: {', '.join(clash)} is set by the pipeline (it wires the stages)")
+    return load_config(
+        cls,
+        None,
+        [
+            f"{k}={json.dumps(v) if isinstance(v, (dict, list)) else v}"
+            for k, v in {**defaults, **user, **fixed}.items()
+        ],
+    )
+
+
+def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+    from rlhfkit.data.io import read_records
+
+    cfg.validate()
+    started = time.perf_counter()
+    out = Path(cfg.output_dir)
+    train_records = read_records(cfg.train_file, expect=("sft", "messages")).records
+    heldout_records = read_records(cfg.heldout_file, expect=("sft", "messages")).records
+    prompts = list(dict.fromkeys(r.prompt for r in train_records if isinstance(r.prompt, str)))
+
+    # every stage's settings are checked before anything runs
+    base = cfg.base_model or str(out / "base")
+    sft_cfg = _stage_config(
+        SFTConfig,
+        {"model": base, "train_file": cfg.train_file, "eval_file": cfg.heldout_file, "output_dir": str(out / "sft")},
+        cfg.sft,
+        {"seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens},
+    )
+    rm_cfg = _stage_config(
+        RewardConfig,
+        {
+            "model": str(out / "sft"),
+            "train_file": str(out / "rankings_train.jsonl"),
+            "eval_file": str(out / "rankings_eval.jsonl"),
+            "output_dir": str(out / "rm"),
+        },
+        cfg.reward,
+        {"seed": cfg.seed},
+    )
+    ppo_cfg = _stage_config(
+        PPOConfig,
+        {
+            "policy": str(out / "sft"),
+            "reward_model": str(out / "rm"),
+            "prompts_file": str(out / "ppo_prompts.jsonl"),
+            "output_dir": str(out / "ppo"),
+        },
+        cfg.ppo,
+        {"seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens},
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+
+    # --- base model ---
+    if not cfg.base_model:
+        from rlhfkit.demo.pretrain import pretrain_tiny_base
+
+        _stage(
+            out,
+            "base",
+            lambda: pretrain_tiny_base(
+                out / "base",
+                Path(cfg.pretrain_text).read_text(encoding="utf-8"),
+                hidden=cfg.tiny_hidden,
+                layers=cfg.tiny_layers,
+                vocab_size=cfg.tiny_vocab,
+                steps=cfg.pretrain_steps,
+                seed=cfg.seed,
+            ),
+            log,
+        )
+
+    # --- SFT ---
+    _stage(out, "sft", lambda: _run_sft(sft_cfg), log)
+
+    # --- samples to rank ---
+    def sample_answers() -> None:
+        from rlhfkit.models.generate import generate_answers
+        from rlhfkit.models.load import load_causal_lm, load_tokenizer
+
+        tok = load_tokenizer(str(out / "sft"), padding_side="left")
+        lm = load_causal_lm(str(out / "sft"))
+        temperatures = [float(t) for t in cfg.sample_temperatures.split(",")]
+        answers: list[list[str]] = [[] for _ in prompts]
+        for n, temperature in enumerate(temperatures):
+            k = cfg.num_samples // len(temperatures) + (n < cfg.num_samples % len(temperatures))
+            batch = generate_answers(
+                lm,
+                tok,
+                prompts,
+                num_samples=k,
+                temperature=temperature,
+                batch_size=32,
+                max_new_tokens=cfg.max_new_tokens,
+                seed=cfg.seed + n,
+            )
+            for mine, new in zip(answers, batch):
+                mine += new
+        write_jsonl(out / "samples.jsonl", ({"prompt": p, "responses": a} for p, a in zip(prompts, answers)))
+
+    _stage(out, "samples", sample_answers, log)
+
+    # --- rankings (human file, or the demo's simulated annotators) ---
+    def rank() -> None:
+        if cfg.rankings_file:
+            if not Path(cfg.rankings_file).exists():
+                raise ConfigError(
+                    f"{cfg.rankings_file} is not there yet: rank the answers in {out / 'samples.jsonl'} "
+                    f"(for instance in the annotation app), export the rankings to {cfg.rankings_file} "
+                    "and run again; finished stages are skipped"
+                )
+            rows = [r.to_dict() for r in read_records(cfg.rankings_file).records]
+        else:
+            from rlhfkit.demo.annotators import simulate_rankings
+
+            generations = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+            rows = simulate_rankings(generations, _demo_facts(train_records), seed=cfg.seed)
+        by_prompt: dict[str, list[dict]] = {}
+        for row in rows:
+            by_prompt.setdefault(json.dumps(row["prompt"]), []).append(row)
+        keys = sorted(by_prompt)
+        random.Random(cfg.seed).shuffle(keys)
+        n_eval = max(1, round(cfg.rm_eval_share * len(keys)))
+        write_jsonl(out / "rankings.jsonl", rows)
+        write_jsonl(out / "rankings_train.jsonl", (r for k in keys[n_eval:] for r in by_prompt[k]))
+        write_jsonl(out / "rankings_eval.jsonl", (r for k in keys[:n_eval] for r in by_prompt[k]))
+
+    _stage(out, "rankings", rank, log)
+
+    # --- reward model ---
+    _stage(out, "reward", lambda: _run_reward(rm_cfg), log)
+
+    # --- PPO ---
+    write_jsonl(out / "ppo_prompts.jsonl", ({"prompt": p} for p in prompts))
+    evaluator = HeldOutEvaluator(cfg, heldout_records, out, train_records)
+    _stage(out, "ppo", lambda: _run_ppo(ppo_cfg, evaluator, cfg.eval_every), log)
+
+    # --- evaluation and report ---
+    summary: dict[str, Any] = {}
+
+    def evaluate_and_report() -> None:
+        from rlhfkit.eval.report import write_report
+
+        summary.update(evaluator.final(out / "eval_samples.jsonl"))
+        rm_metrics = json.loads((out / "rm" / "metrics.json").read_text())
+        ppo_summary = json.loads((out / "ppo" / "metrics.json").read_text())
+        summary.update(
+            {
+                "rm_eval_accuracy": rm_metrics.get("eval_accuracy"),
+                "rm_eval_ece": rm_metrics.get("eval_ece"),
+                "ppo_kl_last_tenth": ppo_summary.get("kl_last_tenth"),
+                "ppo_reward_first_tenth": ppo_summary.get("reward_first_tenth"),
+                "ppo_reward_last_tenth": ppo_summary.get("reward_last_tenth"),
+            }
+        )
+        summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+        write_json(out / "summary.json", summary)
+        write_report(out)
+
+    _stage(out, "report", evaluate_and_report, log)
+    if not summary:
+        summary.update(json.loads((out / "summary.json").read_text()))
+    return summary
+
+
+def _run_sft(cfg: SFTConfig) -> None:
+    from rlhfkit.algorithms.sft import train
+
+    train(cfg)
+
+
+def _run_reward(cfg: RewardConfig) -> None:
+    from rlhfkit.algorithms.reward import train
+
+    train(cfg)
+
+
+def _run_ppo(cfg: PPOConfig, evaluator: HeldOutEvaluator, every: int) -> None:
+    from rlhfkit.algorithms.ppo import train
+
+    train(cfg, evaluate=evaluator.during_ppo, eval_every=every)
+
+
+def _demo_facts(records) -> dict[str, Any]:
+    """{prompt: Fact} from the demo records' `fact` keys (the simulated annotators and the judge need them)."""
+    from rlhfkit.demo.company import facts
+
+    by_key = {f.key: f for f in facts()}
+    out = {}
+    for f in by_key.values():
+        for q in f.questions:
+            out[q] = f
+    missing = [r.prompt for r in records if r.prompt not in out]
+    if missing:
+        raise ConfigError(f"simulated annotators know only the demo company's questions; unknown: {missing[0]!r}")
+    return out
+
+
+class HeldOutEvaluator:
+    """Greedy answers to the held-out questions, compared with the SFT model's: the gold judge's win rate (demo),
+    fact accuracy, gold-answer metrics and reward-model scores."""
+
+    def __init__(self, cfg: PipelineConfig, records, out: Path, train_records):
+        self.cfg, self.records, self.out = cfg, records, out
+        self.prompts = [r.prompt for r in records]
+        self.golds = [r.completion for r in records]
+        self.facts = (
+            [(_demo_facts(list(records) + list(train_records))[r.prompt]) for r in records]
+            if cfg.simulated_annotators
+            else None
+        )
+        self._sft_answers: list[str] | None = None
+
+    def answers(self, model, tokenizer) -> list[str]:
+        from rlhfkit.models.generate import generate_answers
+
+        return [
+            a[0]
+            for a in generate_answers(
+                model, tokenizer, self.prompts, temperature=0.0, batch_size=32, max_new_tokens=self.cfg.max_new_tokens
+            )
+        ]
+
+    def sft_answers(self) -> list[str]:
+        if self._sft_answers is None:
+            from rlhfkit.models.load import load_causal_lm, load_tokenizer
+
+            self._sft_answers = self.answers(
+                load_causal_lm(str(self.out / "sft")), load_tokenizer(str(self.out / "sft"), padding_side="left")
+            )
+        return self._sft_answers
+
+    def during_ppo(self, iteration: int, policy) -> dict[str, float]:
+        from rlhfkit.models.load import load_tokenizer
+
+        answers = self.answers(policy, load_tokenizer(str(self.out / "sft"), padding_side="left"))
+        row = {}
+        if self.facts is not None:
+            from rlhfkit.demo.judge import assess, win_rate
+
+            row["heldout_win_rate_vs_sft"] = win_rate(answers, self.sft_answers(), self.facts)
+            row["heldout_fact_accuracy"] = sum(assess(a, f).correct for a, f in zip(answers, self.facts)) / len(answers)
+        from rlhfkit.eval.gold import gold_metrics
+
+        row["heldout_token_f1"] = gold_metrics(answers, self.golds)["token_f1"]
+        return row
+
+    def final(self, samples_path: Path) -> dict[str, Any]:
+        from rlhfkit.algorithms.reward import score_texts
+        from rlhfkit.eval.gold import gold_metrics
+        from rlhfkit.models.load import load_causal_lm, load_tokenizer
+        from rlhfkit.models.reward import PromptResponseScorer, load_reward_model
+
+        sft = self.sft_answers()
+        ppo = self.answers(
+            load_causal_lm(str(self.out / "ppo")), load_tokenizer(str(self.out / "ppo"), padding_side="left")
+        )
+        rm_tok = load_tokenizer(str(self.out / "rm"))
+        scorer = PromptResponseScorer(
+            load_reward_model(str(self.out / "rm"), tokenizer=rm_tok), pad_id=rm_tok.pad_token_id
+        )
+        rm_cfg = RewardConfig(eval_batch_size=32)
+        sft_scores = score_texts(scorer, rm_tok, self.prompts, sft, cfg=rm_cfg)
+        ppo_scores = score_texts(scorer, rm_tok, self.prompts, ppo, cfg=rm_cfg)
+        summary: dict[str, Any] = {"heldout_questions": len(self.prompts)}
+        for name, answers, scores in (("sft", sft, sft_scores), ("ppo", ppo, ppo_scores)):
+            summary.update({f"{k}_{name}": v for k, v in gold_metrics(answers, self.golds).items()})
+            summary[f"rm_score_{name}"] = scores.mean().item()
+        summary["rm_score_ppo_minus_sft"] = (ppo_scores - sft_scores).mean().item()
+        verdicts = [None] * len(sft)
+        if self.facts is not None:
+            from rlhfkit.demo.judge import assess, judge, win_rate
+
+            verdicts = [judge(p, s, f) for p, s, f in zip(ppo, sft, self.facts)]
+            summary["win_rate_ppo_vs_sft"] = win_rate(ppo, sft, self.facts)
+            summary["fact_accuracy_sft"] = sum(assess(a, f).correct for a, f in zip(sft, self.facts)) / len(sft)
+            summary["fact_accuracy_ppo"] = sum(assess(a, f).correct for a, f in zip(ppo, self.facts)) / len(ppo)
+            summary["courteous_sft"] = sum(assess(a, f).courteous for a, f in zip(sft, self.facts)) / len(sft)
+            summary["courteous_ppo"] = sum(assess(a, f).courteous for a, f in zip(ppo, self.facts)) / len(ppo)
+        write_jsonl(
+            samples_path,
+            (
+                {
+                    "question": q,
+                    "gold_answer": g,
+                    "sft_answer": s,
+                    "ppo_answer": p,
+                    "sft_rm_score": ss,
+                    "ppo_rm_score": ps,
+                    "judge": v,
+                }
+                for q, g, s, p, ss, ps, v in zip(
+                    self.prompts, self.golds, sft, ppo, sft_scores.tolist(), ppo_scores.tolist(), verdicts
+                )
+            ),
+        )
+        write_json(self.out / "heldout_scores.json", {"sft": sft_scores.tolist(), "ppo": ppo_scores.tolist()})
+        return summary

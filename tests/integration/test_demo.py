@@ -1,0 +1,81 @@
+"""A reduced demo end to end (tiny sizes): every stage runs and writes what the report and users rely on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from rlhfkit.cli import app
+from rlhfkit.data.io import read_records
+
+runner = CliRunner()
+SMALL = [
+    "pretrain_steps=40",
+    "tiny_hidden=32",
+    "tiny_layers=1",
+    "tiny_vocab=400",
+    "num_samples=3",
+    "max_new_tokens=16",
+    "eval_every=2",
+    "sft.max_steps=30",
+    "reward.max_steps=10",
+    "ppo.total_episodes=96",
+    "ppo.batch_size=16",
+    "ppo.minibatch_size=16",
+    "ppo.ppo_epochs=1",
+]
+
+
+@pytest.mark.slow
+def test_reduced_demo_writes_every_output(tmp_path):
+    out = tmp_path / "demo"
+    res = runner.invoke(app, ["demo", "--out", str(out), *SMALL])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("win_rate_ppo_vs_sft", "fact_accuracy_sft", "fact_accuracy_ppo", "rm_eval_accuracy", "wall_seconds"):
+        assert isinstance(summary[key], float), key
+    assert 0.0 <= summary["win_rate_ppo_vs_sft"] <= 1.0 and summary["wall_seconds"] > 0
+    samples = [json.loads(x) for x in (out / "eval_samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 52
+    assert set(samples[0]) >= {"question", "gold_answer", "sft_answer", "ppo_answer", "judge"}
+    rankings = read_records(out / "rankings.jsonl")
+    assert rankings.format == "rankings" and all(r.annotator.startswith("sim-annotator") for r in rankings.records)
+    ppo_rows = [json.loads(x) for x in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in ppo_rows if "heldout_win_rate_vs_sft" in r] == [1, 2, 4, 6]
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64,") == 2 and "Held-out answers" in report
+    assert "simulated annotators" in res.output
+    # a rerun skips every finished stage
+    res = runner.invoke(app, ["demo", "--out", str(out), *SMALL])
+    assert res.exit_code == 0 and res.output.count("done earlier, skipped") == 7
+
+
+def test_report_escapes_model_text(tmp_path):
+    from rlhfkit.eval.report import write_report
+
+    (tmp_path / "summary.json").write_text(json.dumps({"win_rate_ppo_vs_sft": 0.5}))
+    evil = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+    (tmp_path / "eval_samples.jsonl").write_text(
+        json.dumps({"question": "q", "gold_answer": "g", "sft_answer": evil, "ppo_answer": evil, "judge": "tie"}) + "\n"
+    )
+    html = write_report(tmp_path).read_text()
+    assert "<script>alert" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "onerror=&quot;alert(2)&quot;" in html
+
+
+def test_pipeline_checks_its_settings_before_running(tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"prompt": "q", "completion": "a"}) + "\n")
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(
+        f"train_file: {qa}\nheldout_file: {qa}\nbase_model: {tmp_path / 'no-model'}\noutput_dir: {tmp_path / 'out'}\n"
+    )
+    res = runner.invoke(app, ["pipeline", "run", str(cfg)])
+    assert res.exit_code == 2 and "rankings_file" in res.output
+    res = runner.invoke(app, ["pipeline", "run", str(cfg), "ppo.bogus=1", "rankings_file=r.jsonl"])
+    assert res.exit_code == 2 and "unknown setting 'bogus'" in res.output
+    res = runner.invoke(app, ["pipeline", "run", str(cfg), "ppo.policy=x", "rankings_file=r.jsonl"])
+    assert res.exit_code == 2 and "set by the pipeline" in res.output
+    assert not (tmp_path / "out").exists()  # nothing ran
