@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test lint venv bench clean
+.PHONY: demo test lint venv bench clean chromium
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
+# The browser tests drive Debian's chromium; install it when missing (root on Debian), else they skip.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed: browser tests will be skipped"
+
 # pytest exits 5 when it collects no tests; that is reported, not treated as a failure.
-test: lint
+test: lint chromium
 	$(BIN)/python -m pytest -q -ra --durations=15 tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 

@@ -18,6 +18,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Check and convert data files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+annotate_app = typer.Typer(
+    help="The annotation web app: people write gold answers, compare and rank answers.", no_args_is_help=True
+)
+app.add_typer(annotate_app, name="annotate")
 pipeline_app = typer.Typer(help="Run the whole loop from a pipeline.yaml.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
 reward_app = typer.Typer(help="Reward models: train on preferences, evaluate, score responses.", no_args_is_help=True)
@@ -278,6 +282,137 @@ def reward_score(
         rows.append(row)
     n = write_jsonl(dst, rows)
     typer.echo(f"scored {len(responses)} responses of {n} records into {dst}")
+
+
+DB_HELP = "Database: a SQLite file path or URL, or postgresql://user@host/db."
+
+
+def _secret_key(db: str) -> str:
+    """RLHFKIT_SECRET_KEY, else a random key kept in a file beside the database (created once, mode 600)."""
+    import os
+    import secrets
+
+    if os.environ.get("RLHFKIT_SECRET_KEY"):
+        return os.environ["RLHFKIT_SECRET_KEY"]
+    path = Path(db).with_suffix(".secret") if "://" not in db else Path(".rlhfkit-annotate.secret")
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+@annotate_app.command("serve")
+@user_errors
+def annotate_serve(
+    db: str = typer.Option("annotate.db", help=DB_HELP),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    secure_cookies: bool = typer.Option(False, help="Send the session cookie over HTTPS only (behind TLS)."),
+) -> None:
+    """Serve the app (migrations are applied on start). Example: rlhf annotate serve --db team.db --port 8000"""
+    import uvicorn
+
+    from rlhfkit.annotate.app import create_app
+
+    uvicorn.run(create_app(db, secret_key=_secret_key(db), secure_cookies=secure_cookies), host=host, port=port)
+
+
+@annotate_app.command("create-user")
+@user_errors
+def annotate_create_user(
+    name: str = typer.Argument(...),
+    role: str = typer.Option("annotator", help="admin or annotator"),
+    db: str = typer.Option("annotate.db", help=DB_HELP),
+    password_file: Path | None = typer.Option(None, help="Read the password from this file instead of a prompt."),
+) -> None:
+    """Create a person. Example: rlhf annotate create-user alice --role admin --db team.db"""
+    from rlhfkit.annotate import service
+    from rlhfkit.annotate.store import open_db
+
+    if password_file is not None:
+        password = password_file.read_text(encoding="utf-8").strip()
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    with open_db(db)() as s:
+        try:
+            user = service.create_user(s, name, password, role)
+        except service.ServiceError as e:
+            fail(f"error: {e}")
+    typer.echo(f"created {user.role} {user.name}")
+
+
+@annotate_app.command("import")
+@user_errors
+def annotate_import(
+    file: str = typer.Argument(
+        ...,
+        help="Questions (prompt, or prompt/completion as a draft) or prompts with "
+        "answers as rlhf generate writes them.",
+    ),
+    db: str = typer.Option("annotate.db", help=DB_HELP),
+    project: str = typer.Option("default", help="Project name (created if missing)."),
+    overlap: int = typer.Option(1, min=1, help="Annotators per item, for a new project."),
+) -> None:
+    """Add tasks: a question becomes a gold-answer task, 2 answers a comparison, 3 or more a ranking."""
+    from sqlalchemy import select
+
+    from rlhfkit.annotate import service
+    from rlhfkit.annotate.store import Project, open_db
+    from rlhfkit.data.io import read_records
+
+    data = read_records(file, expect=("sft", "messages", "prompts", "generations", "rankings"))
+    with open_db(db)() as s:
+        p = s.scalar(select(Project).where(Project.name == project)) or service.create_project(
+            s, project, overlap=overlap
+        )
+        made = service.import_records(s, p, data.records)
+    typer.echo(f"imported into {project}: " + ", ".join(f"{n} {k}" for k, n in made.items()))
+
+
+@annotate_app.command("export")
+@user_errors
+def annotate_export(
+    fmt: str = typer.Option(..., "--format", help="sft, pairs, comparisons or rankings"),
+    out: Path = typer.Argument(..., help="Output JSONL (written atomically)."),
+    db: str = typer.Option("annotate.db", help=DB_HELP),
+    project: str | None = typer.Option(None, help="Only this project."),
+) -> None:
+    """Write the judgements in the data formats rlhfkit trains on; annotators appear under pseudonyms."""
+    from sqlalchemy import select
+
+    from rlhfkit.annotate import service
+    from rlhfkit.annotate.store import Project, open_db
+    from rlhfkit.runtime.files import write_jsonl
+
+    if fmt not in service.EXPORT_FORMATS:
+        fail(f"error: --format must be one of {', '.join(service.EXPORT_FORMATS)}")
+    with open_db(db)() as s:
+        p = None
+        if project is not None:
+            p = s.scalar(select(Project).where(Project.name == project))
+            if p is None:
+                fail(f"error: no project {project!r}")
+        n = write_jsonl(out, service.export(s, p, fmt))
+    typer.echo(f"wrote {n} {fmt} records to {out}")
+
+
+@annotate_app.command("stats")
+@user_errors
+def annotate_stats(db: str = typer.Option("annotate.db", help=DB_HELP)) -> None:
+    """Progress and agreement (percent agreement, Cohen's and Fleiss' kappa, Krippendorff's alpha) per project."""
+    import json
+
+    from sqlalchemy import select
+
+    from rlhfkit.annotate import service
+    from rlhfkit.annotate.app import project_stats
+    from rlhfkit.annotate.store import Project, open_db
+
+    with open_db(db)() as s:
+        report = {
+            p.name: {**service.progress(s, p), "agreement": project_stats(s, p)} for p in s.scalars(select(Project))
+        }
+    typer.echo(json.dumps(report, indent=2))
 
 
 @data_app.command("validate")

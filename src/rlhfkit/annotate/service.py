@@ -152,18 +152,37 @@ def next_assignment(db: Session, project: Project, user: User) -> Assignment | N
         mine = select(Assignment.item_id).where(
             Assignment.user_id == user.id, Assignment.status.in_(("done", "skipped"))
         )
-        query = (
-            select(Item)
-            .where(Item.project_id == project.id, done + leased < project.overlap, Item.id.not_in(mine))
-            .order_by(done.desc(), Item.id)
-            .limit(1)
-        )
-        if db.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True, of=Item)
-        item = db.scalar(query)
-        if item is None:
-            db.rollback()
-            return None
+        excluded: list[int] = []
+        while True:
+            query = (
+                select(Item)
+                .where(
+                    Item.project_id == project.id,
+                    done + leased < project.overlap,
+                    Item.id.not_in(mine),
+                    Item.id.not_in(excluded),
+                )
+                .order_by(done.desc(), Item.id)
+                .limit(1)
+            )
+            if db.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True, of=Item)
+            item = db.scalar(query)
+            if item is None:
+                db.rollback()
+                return None
+            # The capacity test above may have read counts from before a concurrent lease committed; with the item
+            # row now locked, count again.
+            taken = db.scalar(
+                select(func.count()).select_from(Annotation).where(Annotation.item_id == item.id)
+            ) + db.scalar(
+                select(func.count())
+                .select_from(Assignment)
+                .where(Assignment.item_id == item.id, Assignment.status == "leased", Assignment.expires_at > now)
+            )
+            if taken < project.overlap:
+                break
+            excluded.append(item.id)
         order = list(range(len(item.responses)))
         if item.kind in ("compare", "rank"):
             random.Random(f"{user.id}:{item.id}").shuffle(order)  # each person sees their own order

@@ -1,0 +1,69 @@
+"""The annotation app under test: a temp SQLite file, and the same tests against PostgreSQL when
+RLHFKIT_TEST_DATABASE_URL is set (a fresh schema per test run)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rlhfkit.annotate import service
+from rlhfkit.annotate.app import create_app
+from rlhfkit.annotate.store import open_db
+
+PASSWORD = "correct horse battery"
+BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("RLHFKIT_TEST_DATABASE_URL") else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield str(tmp_path / "annotate.db")
+        return
+    import sqlalchemy
+
+    base = os.environ["RLHFKIT_TEST_DATABASE_URL"]
+    name = f"rlhfkit_test_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(
+        base.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as c:
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield base.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as c:
+        c.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture
+def app(db_url):
+    return create_app(db_url, secret_key="test-secret-" + uuid.uuid4().hex)
+
+
+@pytest.fixture
+def make_user(app, db_url):
+    sessions = app.state.sessions
+
+    def make(name: str, role: str = "annotator"):
+        with sessions() as s:
+            return service.create_user(s, name, PASSWORD, role)
+
+    return make
+
+
+def login(app, name: str) -> TestClient:
+    """A client logged in as `name`, sending its CSRF token on every request."""
+    client = TestClient(app)
+    token = client.get("/api/v1/csrf").json()["csrf_token"]
+    res = client.post("/api/v1/login", json={"name": name, "password": PASSWORD}, headers={"X-CSRF-Token": token})
+    assert res.status_code == 200, res.text
+    client.headers["X-CSRF-Token"] = res.json()["csrf_token"]
+    return client
+
+
+@pytest.fixture
+def admin(app, make_user):
+    make_user("ada", "admin")
+    return login(app, "ada")
