@@ -69,7 +69,7 @@ def figures(out: Path) -> list[tuple[str, str]]:
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
         if rm:
             by = rm.get("eval_accuracy_by_agreement", {})
-            labels = ["all", *[f"agreement {k}" for k in by]]
+            labels = ["all pairs", *[f"{float(k):.0%} of annotators agree" for k in by]]
             values = [rm.get("eval_accuracy", 0.0), *by.values()]
             axes[0].bar(labels, values, color="#1f77b4")
             axes[0].set(
@@ -128,10 +128,8 @@ def write_report(out: Path) -> Path:
     for key, label in cards:
         if summary.get(key) is not None:
             v = summary[key]
-            parts.append(
-                f"<div class='card'><b>{e(f'{v:.3f}' if isinstance(v, float) else str(v))}</b>"
-                f"<span>{e(label)}</span></div>"
-            )
+            shown = f"{v:.0f}" if key == "wall_seconds" else f"{v:.3f}" if isinstance(v, float) else str(v)
+            parts.append(f"<div class='card'><b>{e(shown)}</b><span>{e(label)}</span></div>")
     parts.append("</div>")
     for title, png in figures(out):
         parts += [f"<h2>{e(title)}</h2>", f"<img alt='{e(title)}' src='data:image/png;base64,{png}'>"]
