@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 
 from rlhfkit.annotate import service
 from rlhfkit.annotate.app import create_app
-from rlhfkit.annotate.store import open_db
 
 PASSWORD = "correct horse battery"
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("RLHFKIT_TEST_DATABASE_URL") else [])
