@@ -36,14 +36,14 @@ def timed(cmd: list[str], **kw) -> tuple[float, str]:
 def sampler_tokens_per_second(policy: Path, *, batch: int, new_tokens: int, repeats: int = 7) -> dict[str, float]:
     import torch
 
-    from rlhfkit.algorithms.ppo import left_pad
     from rlhfkit.models.load import load_causal_lm, load_tokenizer
+    from rlhfkit.models.reward import pad_left
     from rlhfkit.models.sampler import sample
 
     tok = load_tokenizer(str(policy), padding_side="left")
     model = load_causal_lm(str(policy), device="cpu").eval()
     prompts = [tok(f"where is the hr office in boston {i % 7} please").input_ids for i in range(batch)]
-    query, mask = left_pad(prompts, pad_id=tok.pad_token_id, device="cpu")
+    query, mask = pad_left(prompts, pad_id=tok.pad_token_id, device="cpu")
     # no EOS, so both generate exactly new_tokens for every sequence
     common = dict(max_new_tokens=new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=None)
 

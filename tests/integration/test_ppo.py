@@ -152,15 +152,15 @@ def test_ppo_raises_a_reward_model_score(ppo_setup):
 
 
 def test_sampler_greedy_equals_hf_generate(ppo_setup):
-    from rlhfkit.algorithms.ppo import left_pad
     from rlhfkit.models.load import encode_prompt, load_causal_lm, load_tokenizer
+    from rlhfkit.models.reward import pad_left
     from rlhfkit.models.sampler import sample
 
     root = ppo_setup
     tok = load_tokenizer(str(root / "sft"), padding_side="left")
     model = load_causal_lm(str(root / "sft"), device="cpu").eval()
     prompts = [encode_prompt(tok, q) for q, _ in QA] + [encode_prompt(tok, "hi")]  # lengths differ: left padding
-    query, mask = left_pad(prompts, pad_id=tok.pad_token_id, device="cpu")
+    query, mask = pad_left(prompts, pad_id=tok.pad_token_id, device="cpu")
     ours = sample(
         model, query, mask, max_new_tokens=40, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, temperature=0.0
     )

@@ -35,7 +35,7 @@ from rlhfkit.config import ConfigError, PPOConfig, save_config
 from rlhfkit.data.io import read_records
 from rlhfkit.losses import ppo_clip_loss, value_clip_loss
 from rlhfkit.models.load import encode_prompt, format_prompt, load_causal_lm, load_tokenizer, save_model
-from rlhfkit.models.reward import PromptResponseScorer, load_reward_model, read_stats
+from rlhfkit.models.reward import PromptResponseScorer, load_reward_model, pad_left, read_stats
 from rlhfkit.models.sampler import Samples, sample
 from rlhfkit.models.value import ValueModel, load_value_model
 from rlhfkit.ops import entropy_from_logits, logprobs_from_logits, masked_mean, masked_whiten
@@ -115,16 +115,6 @@ def load_reward_fn(spec: str) -> Callable[[list[str], list[str]], list[float]]:
     if not callable(fn):
         raise ConfigError(f"reward_fn: {module_name} has no function {fn_name!r}")
     return fn
-
-
-def left_pad(seqs: list[list[int]], *, pad_id: int, device) -> tuple[Tensor, Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s) :] = torch.tensor(s)
-        mask[i, width - len(s) :] = 1
-    return ids.to(device), mask.to(device)
 
 
 def hf_sample(
@@ -347,7 +337,7 @@ def train(
             t0 = time.perf_counter()
             # rollout
             chosen = step_indices(it, n=len(prompts), batch_size=cfg.batch_size, seed=cfg.seed)[rank::world]
-            query, query_mask = left_pad([prompt_ids[i] for i in chosen], pad_id=pad_id, device=acc.device)
+            query, query_mask = pad_left([prompt_ids[i] for i in chosen], pad_id=pad_id, device=acc.device)
             generator = torch.Generator(device=acc.device).manual_seed(cfg.seed * 100003 + it * world + rank)
             unwrapped.policy.eval()
             sampler = sample if cfg.sampler == "rlhfkit" else hf_sample
