@@ -87,3 +87,25 @@ def collate_packed(examples: list[SFTExample]) -> dict[str, torch.Tensor]:
         "labels": torch.tensor([labels]),
         "position_ids": torch.tensor([positions]),
     }
+
+
+def pad_left(seqs: list[list[int]], *, pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) ids and attention mask with each sequence at the right edge (prompts for generation)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s) :] = torch.tensor(s)
+        mask[i, width - len(s) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def pad_right(seqs: list[list[int]], *, pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) ids and attention mask with each sequence at the left edge."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids.to(device), mask.to(device)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 
+from rlhfkit.data.collate import pad_left
 from rlhfkit.data.schema import Text
 from rlhfkit.models.load import encode_prompt
 
@@ -38,12 +39,8 @@ def generate_answers(
     out: list[list[str]] = []
     for start in range(0, len(prompts), batch_size):
         chunk = [encode_prompt(tokenizer, p, template=template) for p in prompts[start : start + batch_size]]
-        width = max(len(ids) for ids in chunk)
-        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for i, ids in enumerate(chunk):
-            input_ids[i, width - len(ids) :] = torch.tensor(ids)
-            attention_mask[i, width - len(ids) :] = 1
+        input_ids, attention_mask = pad_left(chunk, pad_id=pad_id)
+        width = input_ids.size(1)
         kwargs = (
             dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
             if sampling

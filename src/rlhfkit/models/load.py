@@ -118,21 +118,20 @@ def load_causal_lm(
     model = AutoModelForCausalLM.from_pretrained(
         name_or_path, dtype=pick_dtype(dtype, dev), trust_remote_code=trust_remote_code
     ).to(dev)
-    if lora is not None and lora.r > 0:
-        from peft import LoraConfig, get_peft_model
+    return apply_lora(model, lora, task_type="CAUSAL_LM")
 
-        targets = lora.target_modules if lora.target_modules == "all-linear" else lora.target_modules.split(",")
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=lora.r,
-                lora_alpha=lora.alpha,
-                lora_dropout=lora.dropout,
-                target_modules=targets,
-                task_type="CAUSAL_LM",
-            ),
-        )
-    return model
+
+def apply_lora(model, lora: Any, *, task_type: str):
+    """Wrap `model` in peft LoRA adapters when `lora.r > 0` (task_type "CAUSAL_LM" or "SEQ_CLS"); else return it."""
+    if lora is None or lora.r <= 0:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    targets = lora.target_modules if lora.target_modules == "all-linear" else lora.target_modules.split(",")
+    config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type=task_type
+    )
+    return get_peft_model(model, config)
 
 
 def save_model(model, tokenizer, out_dir: str | os.PathLike, *, merge_lora: bool = True) -> None:

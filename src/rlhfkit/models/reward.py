@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from rlhfkit.models.load import pick_device, pick_dtype
+from rlhfkit.data.collate import pad_left, pad_right
+from rlhfkit.models.load import apply_lora, pick_device, pick_dtype
 
 STATS_FILE = "reward_stats.json"
 
@@ -36,18 +37,7 @@ def load_reward_model(name_or_path: str, *, tokenizer, dtype: str = "auto", devi
         logging.set_verbosity(verbosity)
     model.config.pad_token_id = tokenizer.pad_token_id  # how the head finds the last real token
     model.config.use_cache = False  # scoring never decodes step by step
-    model = model.to(dev)
-    if lora is not None and lora.r > 0:
-        from peft import LoraConfig, get_peft_model
-
-        targets = lora.target_modules if lora.target_modules == "all-linear" else lora.target_modules.split(",")
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type="SEQ_CLS"
-            ),
-        )
-    return model
+    return apply_lora(model.to(dev), lora, task_type="SEQ_CLS")
 
 
 def is_decoder_only(model) -> bool:
@@ -60,26 +50,6 @@ def is_decoder_only(model) -> bool:
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", "")
     return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-
-def pad_left(seqs: list[list[int]], *, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s) :] = torch.tensor(s)
-        mask[i, width - len(s) :] = 1
-    return ids.to(device), mask.to(device)
-
-
-def pad_right(seqs: list[list[int]], *, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-    return ids.to(device), mask.to(device)
 
 
 class PromptResponseScorer(torch.nn.Module):
