@@ -32,6 +32,19 @@ def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
     return logits.masked_fill(remove, float("-inf"))
 
 
+def draw(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One token per row of `probs` (rows need not sum to 1) by inverting the cumulative distribution with one
+    uniform number per row. Exact like `torch.multinomial`, which draws one exponential number per vocabulary entry
+    and costs more than a small model's whole decoding step."""
+    cdf = probs.cumsum(dim=-1)
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=probs.dtype)
+    # the first index whose cdf exceeds u * total has positive probability; keep u * total below total so that
+    # such an index always exists despite rounding
+    x = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, x, right=True).squeeze(1)
+
+
 FAST_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 
@@ -70,10 +83,29 @@ class _HFDecoder:
         return logits
 
 
+# RMSNorm classes whose forward is exactly F.rms_norm(x, weight, eps) (one fused kernel instead of six operators)
+_PLAIN_RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm")
+
+
+def _fast_norm(module):
+    if type(module).__name__ not in _PLAIN_RMS_NORMS:
+        return module
+    weight, eps = module.weight, module.variance_epsilon
+    return lambda x: F.rms_norm(x, (weight.numel(),), weight, eps)
+
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotary embedding of x (B, T, heads, D) with cos/sin (B, T, D): the same arithmetic as transformers'."""
+    half = x.size(-1) // 2
+    cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
+    return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
+
+
 class _LlamaDecoder:
-    """Llama-family decoding with a preallocated KV cache, calling the model's own modules (norms, projections,
-    rotary embedding, MLP, LoRA-wrapped layers too) but none of transformers' per-step bookkeeping, which costs more
-    than the arithmetic at small sizes. Tokens equal HF `generate`'s (tested)."""
+    """Llama-family decoding with a preallocated KV cache, calling the model's own weights and modules (LoRA-wrapped
+    layers too) but none of transformers' per-step bookkeeping, which costs more than the arithmetic at small sizes:
+    q|k|v and gate|up projections fused, queries and keys rotated together, one-token steps attend with two small
+    matmuls against a precomputed padding bias. Tokens equal HF `generate`'s (tested)."""
 
     def __init__(self, model, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -82,17 +114,26 @@ class _LlamaDecoder:
         attn = self.inner.layers[0].self_attn
         batch, prompt_len = input_ids.shape
         self.capacity = prompt_len + max_new_tokens
-        shape = (batch, cfg.num_key_value_heads, self.capacity, attn.head_dim)
+        self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, attn.head_dim
+        shape = (batch, self.kv_heads, self.capacity, self.head_dim)
         dtype, device = self.lm_head.weight.dtype, input_ids.device
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in self.inner.layers]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in self.inner.layers]
         self.valid = torch.zeros((batch, self.capacity), dtype=torch.bool, device=device)
         self.valid[:, :prompt_len] = attention_mask.bool()
+        self.valid[:, prompt_len:] = True  # every generated position holds a real key (HF generate's mask too)
+        # additive attention bias of one-token steps: -inf on the prompt's padding
+        self.bias = torch.zeros((batch, 1, 1, self.capacity), dtype=dtype, device=device)
+        self.bias.masked_fill_(~self.valid[:, None, None, :], float("-inf"))
         self.length = 0
         self.position = (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
-        self.gqa = cfg.num_attention_heads != cfg.num_key_value_heads
         # Plain linear layers are fused (q|k|v and gate|up: fewer, larger matmuls); LoRA-wrapped ones are called as is.
         self.fused = [self._fuse(layer) for layer in self.inner.layers]
+        self.norms = [
+            (_fast_norm(layer.input_layernorm), _fast_norm(layer.post_attention_layernorm))
+            for layer in self.inner.layers
+        ]
+        self.final_norm = _fast_norm(self.inner.norm)
         # Rotary tables for every position this call can reach, computed once.
         positions = torch.arange(int(self.position.max()) + max_new_tokens + 1, device=device).unsqueeze(0)
         cos, sin = self.inner.rotary_emb(self.lm_head.weight[:1].unsqueeze(0), positions)
@@ -123,59 +164,68 @@ class _LlamaDecoder:
             and hasattr(getattr(base, "model", None), "layers")
         )
 
-    def _forward(self, ids: Tensor, positions: Tensor) -> Tensor:
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-        t = ids.size(1)
-        start, end = self.length, self.length + t
-        keys_valid = self.valid[:, :end]
-        # query i (layout index start + i) sees valid keys up to itself, and always itself (so a padding row
-        # never has an empty softmax)
-        key_index = torch.arange(end, device=ids.device)
-        query_index = start + torch.arange(t, device=ids.device).unsqueeze(1)
-        causal = key_index <= query_index
-        mask = (causal.unsqueeze(0) & keys_valid.unsqueeze(1)) | (key_index == query_index).unsqueeze(0)
-        mask = mask.unsqueeze(1)
-        h = self.inner.embed_tokens(ids)
-        cos, sin = self.cos_table[positions], self.sin_table[positions]
-        batch = ids.size(0)
-        for i, layer in enumerate(self.inner.layers):
-            a = layer.self_attn
-            x = layer.input_layernorm(h)
-            fused = self.fused[i]
+    def _qkv(self, layer, fused, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Rotated queries, rotated keys and values, each (B, heads, T, D)."""
+        a = layer.self_attn
+        batch, t = x.shape[:2]
+        n_q, n_kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        if fused is not None and not hasattr(a, "q_norm"):
+            qkv = F.linear(x, fused[0], fused[1])
+            qk = _rotate(qkv[..., : n_q + n_kv].view(batch, t, -1, self.head_dim), cos, sin)
+            q, k = qk.split([self.heads, self.kv_heads], dim=2)
+            v = qkv[..., n_q + n_kv :].view(batch, t, -1, self.head_dim)
+        else:
             if fused is not None:
-                qkv = F.linear(x, fused[0], fused[1])
-                n_q = a.q_proj.out_features
-                n_kv = a.k_proj.out_features
-                q, k, v = qkv.split([n_q, n_kv, n_kv], dim=-1)
+                q, k, v = F.linear(x, fused[0], fused[1]).split([n_q, n_kv, n_kv], dim=-1)
             else:
                 q, k, v = a.q_proj(x), a.k_proj(x), a.v_proj(x)
-            q = q.view(batch, t, -1, a.head_dim)
-            k = k.view(batch, t, -1, a.head_dim)
-            v = v.view(batch, t, -1, a.head_dim)
-            if hasattr(a, "q_norm"):  # Qwen3 normalizes queries and keys per head
+            q = q.view(batch, t, -1, self.head_dim)
+            k = k.view(batch, t, -1, self.head_dim)
+            v = v.view(batch, t, -1, self.head_dim)
+            if hasattr(a, "q_norm"):  # Qwen3 normalizes queries and keys per head before rotating them
                 q, k = a.q_norm(q), a.k_norm(k)
-            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def _attend(self, i: int, scaling: float, q: Tensor, start: int, end: int) -> Tensor:
+        """Attention output (B, T, heads * D) of queries at layout positions start..end-1."""
+        batch, _, t, _ = q.shape
+        keys, values = self.keys[i][:, :, :end], self.values[i][:, :, :end]
+        if t == 1:
+            # (B, kv_heads, group, D): each key/value head serves a group of consecutive query heads
+            q = q.reshape(batch, self.kv_heads, -1, self.head_dim)
+            scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(scaling).add_(self.bias[..., :end])
+            return torch.matmul(scores.softmax(dim=-1), values).reshape(batch, 1, -1)
+        # query i (layout index start + i) sees valid keys up to itself, and always itself (so a padding row
+        # never has an empty softmax)
+        key_index = torch.arange(end, device=q.device)
+        query_index = start + torch.arange(t, device=q.device).unsqueeze(1)
+        causal = key_index <= query_index
+        mask = (causal.unsqueeze(0) & self.valid[:, :end].unsqueeze(1)) | (key_index == query_index).unsqueeze(0)
+        out = F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=mask.unsqueeze(1), scale=scaling, enable_gqa=self.heads != self.kv_heads
+        )
+        return out.transpose(1, 2).reshape(batch, t, -1)
+
+    def _forward(self, ids: Tensor, positions: Tensor) -> Tensor:
+        t = ids.size(1)
+        start, end = self.length, self.length + t
+        h = self.inner.embed_tokens(ids)
+        cos, sin = self.cos_table[positions], self.sin_table[positions]
+        for i, layer in enumerate(self.inner.layers):
+            fused, (norm_in, norm_post) = self.fused[i], self.norms[i]
+            q, k, v = self._qkv(layer, fused, norm_in(h), cos, sin)
             self.keys[i][:, :, start:end] = k
             self.values[i][:, :, start:end] = v
-            out = F.scaled_dot_product_attention(
-                q,
-                self.keys[i][:, :, :end],
-                self.values[i][:, :, :end],
-                attn_mask=mask,
-                scale=a.scaling,
-                enable_gqa=self.gqa,
-            )
-            h = h + a.o_proj(out.transpose(1, 2).reshape(batch, t, -1))
-            x = layer.post_attention_layernorm(h)
+            h = h + layer.self_attn.o_proj(self._attend(i, layer.self_attn.scaling, q, start, end))
+            x = norm_post(h)
             if fused is not None:
                 gate, up = F.linear(x, fused[2], fused[3]).chunk(2, dim=-1)
                 h = h + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
             else:
                 h = h + layer.mlp(x)
         self.length = end
-        return self.lm_head(self.inner.norm(h[:, -1]))
+        return self.lm_head(self.final_norm(h[:, -1]))
 
     def prefill(self, input_ids: Tensor) -> Tensor:
         logits = self._forward(input_ids, self.position)
@@ -183,7 +233,6 @@ class _LlamaDecoder:
         return logits
 
     def step(self, token: Tensor) -> Tensor:
-        self.valid[:, self.length] = True
         logits = self._forward(token.unsqueeze(1), self.position)
         self.position = self.position + 1
         return logits
@@ -218,8 +267,8 @@ def sample(
         scaled = logits.float() / temperature if temperature > 0 else logits.float()
         logp = F.log_softmax(scaled, dim=-1)
         if temperature > 0:
-            probs = top_p_filter(scaled, top_p).softmax(dim=-1)
-            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            probs = logp.exp() if top_p >= 1.0 else top_p_filter(scaled, top_p).softmax(dim=-1)
+            token = draw(probs, generator)
         else:
             token = scaled.argmax(dim=-1)
         token = token.masked_fill(finished, pad_id)
