@@ -215,7 +215,7 @@ class PPOConfig:
     cliprange_value: float = 0.2
     """Value clip: the new value stays within this of the rollout value."""
     vf_coef: float = 0.1
-    """Weight of the value loss."""
+    """Weight of the value loss. The critic has its own AdamW, so this scales its gradients before clipping."""
     temperature: float = 0.7
     """Sampling temperature; logits are divided by it for every log-probability, in rollout and update alike."""
     top_p: float = 1.0
@@ -242,6 +242,9 @@ class PPOConfig:
     """Checkpoints kept in output_dir/checkpoints (the newest)."""
     resume: bool = False
     """Continue from the newest checkpoint in output_dir/checkpoints."""
+    overlap_critic: bool = True
+    """On a CPU with one process, compute the critic's values and updates in a second thread while the policy works,
+    each on half the cores (given a rollout the two are independent). Off: one after the other on all cores."""
     sampler: str = "rlhfkit"
     """Rollout generator: "rlhfkit" (our KV-cached sampler) or "hf" (transformers generate; slower)."""
     dtype: str = "auto"

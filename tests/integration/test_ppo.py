@@ -37,7 +37,8 @@ def ppo_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("ppo")
     texts = [t for qa in QA for t in qa] * 8 + [THANKS] * 8
     base = build_tiny_causal_lm(root / "base", texts, vocab_size=300, hidden=64, layers=2)
-    sft_rows = [{"prompt": q, "completion": a} for q, a in QA] + [
+    # three plain answers for each thanking one: the SFT policy thanks about a quarter of the time
+    sft_rows = [{"prompt": q, "completion": a} for q, a in QA * 3] + [
         {"prompt": q, "completion": a + THANKS} for q, a in QA
     ]
     (root / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sft_rows))
@@ -227,6 +228,28 @@ def test_ppo_resume_equals_uninterrupted(ppo_setup, monkeypatch):
     a, b = rows(full), rows(part)
     assert [r["step"] for r in b] == list(range(1, 7))
     for ra, rb in zip(a, b):
+        for k in keys:
+            assert rb[k] == pytest.approx(ra[k], rel=0, abs=1e-5), (ra["step"], k)
+
+
+def test_critic_beside_the_policy_equals_one_after_the_other(ppo_setup, monkeypatch):
+    """overlap_critic runs the critic's values and updates on a second thread: the numbers must not change."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    root = ppo_setup
+    common = [
+        f"policy={root / 'sft'}",
+        "reward_fn=tests.integration.ppo_rewards:thanks",
+        f"prompts_file={root / 'prompts.jsonl'}",
+        "total_episodes=48",
+        "batch_size=16",
+        "minibatch_size=8",
+        "max_new_tokens=24",
+        "learning_rate=1e-4",
+    ]
+    invoke("ppo", f"output_dir={root / 'beside'}", "overlap_critic=true", *common)
+    invoke("ppo", f"output_dir={root / 'inline'}", "overlap_critic=false", *common)
+    keys = ("reward_mean", "kl", "clipfrac", "pg_loss", "vf_loss", "value_explained_variance")
+    for ra, rb in zip(rows(root / "beside"), rows(root / "inline"), strict=True):
         for k in keys:
             assert rb[k] == pytest.approx(ra[k], rel=0, abs=1e-5), (ra["step"], k)
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,11 +38,12 @@ from rlhfkit.losses import ppo_clip_loss, value_clip_loss
 from rlhfkit.models.load import encode_prompt, format_prompt, load_causal_lm, load_tokenizer, save_model
 from rlhfkit.models.reward import PromptResponseScorer, load_reward_model, pad_left, read_stats
 from rlhfkit.models.sampler import Samples, sample
-from rlhfkit.models.value import ValueModel, load_value_model
+from rlhfkit.models.value import load_value_model
 from rlhfkit.ops import entropy_from_logits, logprobs_from_logits, masked_mean, masked_whiten
 from rlhfkit.runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rlhfkit.runtime.dist import make_accelerator
 from rlhfkit.runtime.metrics import MetricsLog
+from rlhfkit.runtime.overlap import SideBySide
 from rlhfkit.runtime.progress import progress_bar
 from rlhfkit.runtime.training import adamw, step_indices
 
@@ -58,29 +60,86 @@ class Rollout(NamedTuple):
     raw_scores: Tensor  # (B,) task reward as the reward model / function gave it
 
 
-class ActorCritic(nn.Module):
-    """Policy and critic in one module so that one optimizer, one DDP wrapper and one checkpoint hold both."""
+def response_logits(policy: nn.Module, rollout: Rollout, idx: Tensor, *, context: int, temperature: float) -> Tensor:
+    """Logits / temperature of the policy at the positions that predict each response token of rows `idx`."""
+    # position t predicts token t + 1: response token i is predicted at context - 1 + i, so only the last T + 1
+    # positions need logits (no vocabulary projection over the prompt)
+    keep = rollout.query_response.size(1) - context + 1
+    logits = policy(
+        input_ids=rollout.query_response[idx],
+        attention_mask=rollout.attention_mask[idx],
+        position_ids=rollout.position_ids[idx],
+        use_cache=False,
+        logits_to_keep=keep,
+    ).logits
+    return logits[:, :-1].float() / temperature
 
-    def __init__(self, policy: nn.Module, critic: ValueModel):
-        super().__init__()
-        self.policy, self.critic = policy, critic
 
-    def forward(
-        self, query_response: Tensor, attention_mask: Tensor, position_ids: Tensor, *, context: int, temperature: float
-    ) -> tuple[Tensor, Tensor]:
-        """Logits (over response positions, already / temperature) and values of the response tokens."""
-        # position t predicts token t + 1: response token i is predicted at context - 1 + i, so only the last
-        # T + 1 positions need logits (no vocabulary projection over the prompt)
-        keep = query_response.size(1) - context + 1
-        logits = self.policy(
-            input_ids=query_response,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=False,
-            logits_to_keep=keep,
-        ).logits
-        values = self.critic(query_response, attention_mask, position_ids)
-        return logits[:, :-1].float() / temperature, values[:, context - 1 : -1]
+def response_values(critic: nn.Module, rollout: Rollout, idx: Tensor, *, context: int) -> Tensor:
+    """The critic's value before each response token of rows `idx`."""
+    values = critic(rollout.query_response[idx], rollout.attention_mask[idx], rollout.position_ids[idx])
+    return values[:, context - 1 : -1]
+
+
+def policy_loss(
+    policy: nn.Module, rollout: Rollout, advantages: Tensor, idx: Tensor, *, context: int, cfg: PPOConfig
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped surrogate of rows `idx`, and what to log about it."""
+    logits = response_logits(policy, rollout, idx, context=context, temperature=cfg.temperature)
+    new_logprobs = logprobs_from_logits(logits, rollout.query_response[idx, context:])
+    mask = rollout.response_mask[idx].float()
+    loss, clipfrac, approx_kl = ppo_clip_loss(
+        new_logprobs, rollout.logprobs[idx], advantages[idx], mask, cliprange=cfg.cliprange
+    )
+    with torch.no_grad():
+        entropy = masked_mean(entropy_from_logits(logits), mask)
+    return loss, {"pg_loss": loss, "clipfrac": clipfrac, "approx_kl": approx_kl, "entropy": entropy}
+
+
+def value_loss(
+    critic: nn.Module, rollout: Rollout, returns: Tensor, idx: Tensor, *, context: int, cfg: PPOConfig
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped value loss of rows `idx` (times vf_coef), and what to log about it."""
+    new_values = response_values(critic, rollout, idx, context=context)
+    mask = rollout.response_mask[idx].float()
+    loss, clipfrac = value_clip_loss(
+        new_values, rollout.values[idx], returns[idx], mask, cliprange_value=cfg.cliprange_value
+    )
+    return cfg.vf_coef * loss, {"vf_loss": loss, "vf_clipfrac": clipfrac}
+
+
+def optimize(
+    acc,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    loss_fn: Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]],
+    minibatches: list[Tensor],
+    mask: Tensor,
+    *,
+    grad_accum: int,
+    max_grad_norm: float,
+) -> dict[str, list[float]]:
+    """One optimizer step per minibatch of row indices; `loss_fn(rows)` gives a token-mean loss and values to log.
+    Micro-batches weigh by their share of the minibatch's response tokens, so grad_accum does not change the step."""
+    module.train()
+    logged: dict[str, list[float]] = {}
+    for mb in minibatches:
+        mb_tokens = mask[mb].sum().clamp(min=1)
+        micro = len(mb) // grad_accum
+        for j in range(grad_accum):
+            idx = mb[j * micro : (j + 1) * micro]
+            with nullcontext() if j == grad_accum - 1 else acc.no_sync(module):
+                loss, values = loss_fn(idx)
+                acc.backward(loss * (mask[idx].sum() / mb_tokens))
+            for k, v in values.items():
+                logged.setdefault(k, []).append(v.item())
+        if max_grad_norm > 0:
+            acc.clip_grad_norm_(module.parameters(), max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return logged
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -295,18 +354,26 @@ def train(
     critic = load_value_model(
         critic_src, pad_token_id=pad_id, dtype=cfg.dtype, device=str(acc.device), zero_head=critic_src == cfg.policy
     )
-    model = ActorCritic(policy, critic)
-    disable_dropout(model)
+    disable_dropout(policy)
+    disable_dropout(critic)
     reward = make_reward_source(cfg, tokenizer, acc.device)
 
+    # Policy and critic have their own AdamW (and gradient clipping): given a rollout their updates are independent,
+    # so on a CPU they can run side by side.
     iterations = cfg.iterations
     updates_per_iteration = cfg.ppo_epochs * (cfg.batch_size // cfg.minibatch_size)
-    optimizer = adamw(model, learning_rate=cfg.learning_rate, weight_decay=0.0, eps=1e-5)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda u: max(0.0, 1 - u / (iterations * updates_per_iteration))
-    )
-    model, optimizer = acc.prepare(model, optimizer)
-    acc.register_for_checkpointing(scheduler)
+    optimizers, schedulers = [], []
+    for module in (policy, critic):
+        optimizers.append(adamw(module, learning_rate=cfg.learning_rate, weight_decay=0.0, eps=1e-5))
+        schedulers.append(
+            torch.optim.lr_scheduler.LambdaLR(
+                optimizers[-1], lambda u: max(0.0, 1 - u / (iterations * updates_per_iteration))
+            )
+        )
+    policy, critic, policy_opt, critic_opt = acc.prepare(policy, critic, *optimizers)
+    acc.register_for_checkpointing(*schedulers)
+    policy_sched, critic_sched = schedulers
+    side = SideBySide(cfg.overlap_critic and acc.device.type == "cpu" and world == 1)
     kl_ctl = (
         AdaptiveKLController(cfg.kl_coef, target=cfg.target_kl, horizon=cfg.kl_horizon)
         if cfg.target_kl
@@ -327,9 +394,8 @@ def train(
         save_config(cfg, out / "config.yaml")
     log = MetricsLog(out, enabled=main, resume_from_step=start if checkpoint else None)
     diagnostics = Diagnostics(cfg, acc.print)
-    unwrapped: ActorCritic = acc.unwrap_model(model)
+    unwrapped_policy, unwrapped_critic = acc.unwrap_model(policy), acc.unwrap_model(critic)
     local_batch, local_mb = cfg.batch_size // world, cfg.minibatch_size // world
-    micro = local_mb // cfg.grad_accum
 
     # --- loop ---
     with progress_bar("ppo", total=iterations, completed=start, enabled=main) as advance:
@@ -339,11 +405,11 @@ def train(
             chosen = step_indices(it, n=len(prompts), batch_size=cfg.batch_size, seed=cfg.seed)[rank::world]
             query, query_mask = pad_left([prompt_ids[i] for i in chosen], pad_id=pad_id, device=acc.device)
             generator = torch.Generator(device=acc.device).manual_seed(cfg.seed * 100003 + it * world + rank)
-            unwrapped.policy.eval()
+            unwrapped_policy.eval()
             sampler = sample if cfg.sampler == "rlhfkit" else hf_sample
             with torch.no_grad():
                 samples = sampler(
-                    unwrapped.policy,
+                    unwrapped_policy,
                     query,
                     query_mask,
                     max_new_tokens=cfg.max_new_tokens,
@@ -359,7 +425,8 @@ def train(
             context = query.size(1)
             rollout = score_rollout(
                 cfg,
-                unwrapped,
+                unwrapped_policy,
+                unwrapped_critic,
                 reference,
                 reward,
                 tokenizer,
@@ -369,6 +436,7 @@ def train(
                 [prompts[i] for i in chosen],
                 [prompt_ids[i] for i in chosen],
                 context=context,
+                side=side,
             )
             t2 = time.perf_counter()
 
@@ -381,53 +449,36 @@ def train(
             advantages, returns = gae(rewards, rollout.values, mask, gamma=cfg.gamma, lam=cfg.lam)
             advantages = whiten_advantages(advantages, mask)
 
-            # update
-            stats = {"clipfrac": [], "approx_kl": [], "entropy": [], "pg_loss": [], "vf_loss": [], "vf_clipfrac": []}
-            model.train()
+            # update: ppo_epochs passes over shuffled minibatches, the same ones for policy and critic
+            minibatches = []
             for epoch in range(cfg.ppo_epochs):
                 shuffle = torch.Generator().manual_seed(cfg.seed + 7919 * it + epoch)
                 order = torch.randperm(local_batch, generator=shuffle)
-                for mb_start in range(0, local_batch, local_mb):
-                    mb = order[mb_start : mb_start + local_mb]
-                    mb_tokens = mask[mb].sum().clamp(min=1)
-                    for j in range(cfg.grad_accum):
-                        idx = mb[j * micro : (j + 1) * micro]
-                        sync = nullcontext() if j == cfg.grad_accum - 1 else acc.no_sync(model)
-                        with sync:
-                            logits, new_values = model(
-                                rollout.query_response[idx],
-                                rollout.attention_mask[idx],
-                                rollout.position_ids[idx],
-                                context=context,
-                                temperature=cfg.temperature,
-                            )
-                            responses = rollout.query_response[idx, context:]
-                            new_logprobs = logprobs_from_logits(logits, responses)
-                            m = mask[idx]
-                            pg_loss, clipfrac, approx_kl = ppo_clip_loss(
-                                new_logprobs, rollout.logprobs[idx], advantages[idx], m, cliprange=cfg.cliprange
-                            )
-                            vf_loss, vf_clipfrac = value_clip_loss(
-                                new_values, rollout.values[idx], returns[idx], m, cliprange_value=cfg.cliprange_value
-                            )
-                            # each micro-batch weighs by its share of the minibatch's tokens
-                            share = m.sum() / mb_tokens
-                            acc.backward((pg_loss + cfg.vf_coef * vf_loss) * share)
-                        with torch.no_grad():
-                            stats["entropy"].append(masked_mean(entropy_from_logits(logits), m).item())
-                        for k, v in (
-                            ("pg_loss", pg_loss),
-                            ("vf_loss", vf_loss),
-                            ("clipfrac", clipfrac),
-                            ("approx_kl", approx_kl),
-                            ("vf_clipfrac", vf_clipfrac),
-                        ):
-                            stats[k].append(v.item())
-                    if cfg.max_grad_norm > 0:
-                        acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
+                minibatches += [order[i : i + local_mb] for i in range(0, local_batch, local_mb)]
+            common = dict(
+                minibatches=minibatches, mask=mask, grad_accum=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm
+            )
+            policy_stats, critic_stats = side.run(
+                partial(
+                    optimize,
+                    acc,
+                    policy,
+                    policy_opt,
+                    policy_sched,
+                    partial(policy_loss, policy, rollout, advantages, context=context, cfg=cfg),
+                    **common,
+                ),
+                partial(
+                    optimize,
+                    acc,
+                    critic,
+                    critic_opt,
+                    critic_sched,
+                    partial(value_loss, critic, rollout, returns, context=context, cfg=cfg),
+                    **common,
+                ),
+            )
+            stats = {**policy_stats, **critic_stats}
             t3 = time.perf_counter()
 
             # log
@@ -455,7 +506,7 @@ def train(
                 "response_length": all_lengths.float().mean().item(),
                 "eos_fraction": (rollout.query_response[:, context:] == eos_id).any(dim=1).float().mean().item(),
                 "reward_length_corr": _corr(raw.float(), all_lengths.float()),
-                "learning_rate": scheduler.get_last_lr()[0],
+                "learning_rate": policy_sched.get_last_lr()[0],
                 "time_generation": t1 - t0,
                 "time_scoring": t2 - t1,
                 "time_update": t3 - t2,
@@ -470,8 +521,8 @@ def train(
                     f"(now {cfg.learning_rate}) or check the reward for NaN."
                 )
             if evaluate is not None and main and (done % max(eval_every, 1) == 0 or done == iterations or it == 0):
-                unwrapped.policy.eval()
-                row.update(evaluate(done, unwrapped.policy))
+                unwrapped_policy.eval()
+                row.update(evaluate(done, unwrapped_policy))
             new_warnings = diagnostics.check(done, row)
             if new_warnings:
                 row["warnings"] = new_warnings
@@ -502,8 +553,9 @@ def train(
             }
         )
     if main:
-        save_model(unwrapped.policy, tokenizer, out, merge_lora=cfg.lora.merge)
+        save_model(unwrapped_policy, tokenizer, out, merge_lora=cfg.lora.merge)
         log.summary(summary)
+    side.close()
     acc.wait_for_everyone()
     acc.end_training()
     return summary
@@ -518,7 +570,8 @@ def _corr(x: Tensor, y: Tensor) -> float:
 @torch.no_grad()
 def score_rollout(
     cfg: PPOConfig,
-    model: ActorCritic,
+    policy: nn.Module,
+    critic: nn.Module,
     reference,
     reward: RewardSource,
     tokenizer,
@@ -529,28 +582,38 @@ def score_rollout(
     prompt_ids: list[list[int]],
     *,
     context: int,
+    side: SideBySide | None = None,
 ) -> Rollout:
-    """Reference logprobs, values and task scores of a batch of samples."""
+    """Reference logprobs and task scores of a batch of samples, and (beside them, on `side`) the critic's values."""
     query_response = torch.cat([query, samples.tokens], dim=1)
     attention_mask = torch.cat([query_mask, samples.mask], dim=1)
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-    responses = samples.tokens
-    model.eval()
-    if reference is None:  # LoRA: the base weights are the reference
-        with model.policy.disable_adapter():
-            ref_logits = model.policy(
+    responses, mask = samples.tokens, samples.mask
+    policy.eval()
+    critic.eval()
+
+    def reference_and_reward() -> tuple[Tensor, Tensor]:
+        if reference is None:  # LoRA: the base weights are the reference
+            with policy.disable_adapter():
+                ref_logits = policy(
+                    input_ids=query_response, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+                ).logits
+        else:
+            ref_logits = reference(
                 input_ids=query_response, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
             ).logits
-    else:
-        ref_logits = reference(
-            input_ids=query_response, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).logits
-    ref_logprobs = logprobs_from_logits(ref_logits[:, context - 1 : -1], responses, temperature=cfg.temperature)
-    values = model.critic(query_response, attention_mask, position_ids)[:, context - 1 : -1]
-    mask = samples.mask
-    kept = [responses[i, : int(mask[i].sum())].tolist() for i in range(responses.size(0))]
-    texts = tokenizer.batch_decode(responses.masked_fill(mask == 0, tokenizer.pad_token_id), skip_special_tokens=True)
-    raw = reward(prompts, prompt_ids, kept, texts, template=cfg.prompt_template).float()
+        ref_logprobs = logprobs_from_logits(ref_logits[:, context - 1 : -1], responses, temperature=cfg.temperature)
+        kept = [responses[i, : int(mask[i].sum())].tolist() for i in range(responses.size(0))]
+        texts = tokenizer.batch_decode(
+            responses.masked_fill(mask == 0, tokenizer.pad_token_id), skip_special_tokens=True
+        )
+        return ref_logprobs, reward(prompts, prompt_ids, kept, texts, template=cfg.prompt_template).float()
+
+    def values() -> Tensor:
+        with torch.no_grad():  # grad mode is per thread
+            return critic(query_response, attention_mask, position_ids)[:, context - 1 : -1]
+
+    (ref_logprobs, raw), critic_values = (side or SideBySide(False)).run(reference_and_reward, values)
     scores = raw.clone()
     if reward.stats is not None:
         scores = normalize_scores(scores, mean=reward.stats["score_mean"], std=reward.stats["score_std"])
@@ -564,7 +627,7 @@ def score_rollout(
         mask,
         samples.logprobs * mask,
         ref_logprobs * mask,
-        values * mask,
+        critic_values * mask,
         scores.to(query.device),
         raw,
     )
