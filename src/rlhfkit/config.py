@@ -243,8 +243,8 @@ class PPOConfig:
     resume: bool = False
     """Continue from the newest checkpoint in output_dir/checkpoints."""
     overlap_critic: bool = True
-    """On a CPU with one process, compute the critic's values and updates in a second thread while the policy works,
-    each on half the cores (given a rollout the two are independent). Off: one after the other on all cores."""
+    """On a CPU with one process, update the critic in a second thread while the policy updates, each on half the
+    cores (given a rollout the two updates are independent; same numbers). Off: one after the other."""
     sampler: str = "rlhfkit"
     """Rollout generator: "rlhfkit" (our KV-cached sampler) or "hf" (transformers generate; slower)."""
     dtype: str = "auto"

@@ -436,7 +436,6 @@ def train(
                 [prompts[i] for i in chosen],
                 [prompt_ids[i] for i in chosen],
                 context=context,
-                side=side,
             )
             t2 = time.perf_counter()
 
@@ -582,38 +581,26 @@ def score_rollout(
     prompt_ids: list[list[int]],
     *,
     context: int,
-    side: SideBySide | None = None,
 ) -> Rollout:
-    """Reference logprobs and task scores of a batch of samples, and (beside them, on `side`) the critic's values."""
+    """Reference logprobs, values and task scores of a batch of samples."""
     query_response = torch.cat([query, samples.tokens], dim=1)
     attention_mask = torch.cat([query_mask, samples.mask], dim=1)
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
     responses, mask = samples.tokens, samples.mask
     policy.eval()
     critic.eval()
-
-    def reference_and_reward() -> tuple[Tensor, Tensor]:
-        if reference is None:  # LoRA: the base weights are the reference
-            with policy.disable_adapter():
-                ref_logits = policy(
-                    input_ids=query_response, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-                ).logits
-        else:
-            ref_logits = reference(
-                input_ids=query_response, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-            ).logits
-        ref_logprobs = logprobs_from_logits(ref_logits[:, context - 1 : -1], responses, temperature=cfg.temperature)
-        kept = [responses[i, : int(mask[i].sum())].tolist() for i in range(responses.size(0))]
-        texts = tokenizer.batch_decode(
-            responses.masked_fill(mask == 0, tokenizer.pad_token_id), skip_special_tokens=True
-        )
-        return ref_logprobs, reward(prompts, prompt_ids, kept, texts, template=cfg.prompt_template).float()
-
-    def values() -> Tensor:
-        with torch.no_grad():  # grad mode is per thread
-            return critic(query_response, attention_mask, position_ids)[:, context - 1 : -1]
-
-    (ref_logprobs, raw), critic_values = (side or SideBySide(False)).run(reference_and_reward, values)
+    keep = query_response.size(1) - context + 1  # logits only where response tokens are predicted
+    inputs = dict(input_ids=query_response, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    if reference is None:  # LoRA: the base weights are the reference
+        with policy.disable_adapter():
+            ref_logits = policy(**inputs, logits_to_keep=keep).logits
+    else:
+        ref_logits = reference(**inputs, logits_to_keep=keep).logits
+    ref_logprobs = logprobs_from_logits(ref_logits[:, :-1], responses, temperature=cfg.temperature)
+    kept = [responses[i, : int(mask[i].sum())].tolist() for i in range(responses.size(0))]
+    texts = tokenizer.batch_decode(responses.masked_fill(mask == 0, tokenizer.pad_token_id), skip_special_tokens=True)
+    raw = reward(prompts, prompt_ids, kept, texts, template=cfg.prompt_template).float()
+    critic_values = critic(query_response, attention_mask, position_ids)[:, context - 1 : -1]
     scores = raw.clone()
     if reward.stats is not None:
         scores = normalize_scores(scores, mean=reward.stats["score_mean"], std=reward.stats["score_std"])
