@@ -232,6 +232,31 @@ def test_ppo_resume_equals_uninterrupted(ppo_setup, monkeypatch):
             assert rb[k] == pytest.approx(ra[k], rel=0, abs=1e-5), (ra["step"], k)
 
 
+@pytest.mark.slow
+def test_ppo_with_lora_uses_the_base_as_reference_and_learns(ppo_setup, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    root = ppo_setup
+    out = root / "ppo_lora"
+    invoke(
+        "ppo",
+        f"policy={root / 'sft'}",
+        "reward_fn=tests.integration.ppo_rewards:thanks",
+        f"prompts_file={root / 'prompts.jsonl'}",
+        f"output_dir={out}",
+        "lora.r=16",
+        "lora.alpha=32",
+        *[x for x in PPO if not x.startswith("learning_rate")],
+        "learning_rate=5e-4",
+    )
+    metrics = rows(out)
+    # adapters start at zero: the policy is exactly its reference (the base with adapters off) at first
+    assert abs(metrics[0]["kl"]) < 1e-4
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["reward_last_tenth"] > summary["reward_first_tenth"] + 0.15
+    assert summary["kl_last_tenth"] < 3.0
+    assert not list(out.glob("adapter_*"))  # merged on save: a plain model directory
+
+
 def test_critic_beside_the_policy_equals_one_after_the_other(ppo_setup, monkeypatch):
     """overlap_critic runs the critic's values and updates on a second thread: the numbers must not change."""
     monkeypatch.syspath_prepend(str(ROOT))
