@@ -104,7 +104,7 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 class _LlamaDecoder:
     """Llama-family decoding with a preallocated KV cache, calling the model's own weights and modules (LoRA-wrapped
     layers too) but none of transformers' per-step bookkeeping, which costs more than the arithmetic at small sizes:
-    q|k|v and gate|up projections fused, queries and keys rotated together, one-token steps attend with two small
+    q|k|v and gate|up projections fused (rotate_half folded into the first), one-token steps attend with two small
     matmuls against a precomputed padding bias. Tokens equal HF `generate`'s (tested)."""
 
     def __init__(self, model, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int):
@@ -127,7 +127,7 @@ class _LlamaDecoder:
         self.bias.masked_fill_(~self.valid[:, None, None, :], float("-inf"))
         self.length = 0
         self.position = (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
-        # Plain linear layers are fused (q|k|v and gate|up: fewer, larger matmuls); LoRA-wrapped ones are called as is.
+        # Plain linear layers are fused (fewer, larger matmuls); LoRA-wrapped ones are called as is.
         self.fused = [self._fuse(layer) for layer in self.inner.layers]
         self.norms = [
             (_fast_norm(layer.input_layernorm), _fast_norm(layer.post_attention_layernorm))
@@ -139,19 +139,34 @@ class _LlamaDecoder:
         cos, sin = self.inner.rotary_emb(self.lm_head.weight[:1].unsqueeze(0), positions)
         self.cos_table, self.sin_table = cos[0], sin[0]
 
-    @staticmethod
-    def _fuse(layer) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None] | None:
+    def _fuse(self, layer) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None] | None:
+        """Weights (and biases) of [q | k | v | rotate_half(q) | rotate_half(k)] and [gate | up], or None when a
+        projection is not a plain Linear (LoRA). rotate_half of a projection is the projection by its weight's rows
+        permuted and negated, so one matmul also gives what the rotary embedding multiplies by sin."""
         a, mlp = layer.self_attn, layer.mlp
         parts = (a.q_proj, a.k_proj, a.v_proj, mlp.gate_proj, mlp.up_proj)
         if not all(type(m) is torch.nn.Linear for m in parts) or getattr(mlp, "act_fn", None) is None:
             return None
-        cat_bias = lambda ms: None if ms[0].bias is None else torch.cat([m.bias for m in ms])  # noqa: E731
+        attn = [a.q_proj, a.k_proj, a.v_proj]
+        weights, biases = [m.weight for m in attn], [m.bias for m in attn]
+        if not hasattr(a, "q_norm"):  # Qwen3 normalizes between projection and rotation: nothing to fold
+            weights += [self._rotate_rows(a.q_proj.weight), self._rotate_rows(a.k_proj.weight)]
+            if a.q_proj.bias is not None:
+                biases += [self._rotate_rows(a.q_proj.bias), self._rotate_rows(a.k_proj.bias)]
+        mlp_biases = [mlp.gate_proj.bias, mlp.up_proj.bias]
         return (
-            torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
-            cat_bias(parts[:3]),
+            torch.cat(weights),
+            None if biases[0] is None else torch.cat(biases),
             torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
-            cat_bias(parts[3:]),
+            None if mlp_biases[0] is None else torch.cat(mlp_biases),
         )
+
+    def _rotate_rows(self, w: Tensor) -> Tensor:
+        """Rows of w such that x @ result.T == rotate_half(x @ w.T) per head."""
+        heads = w.size(0) // self.head_dim
+        w = w.reshape(heads, self.head_dim, *w.shape[1:])
+        half = self.head_dim // 2
+        return torch.cat([-w[:, half:], w[:, :half]], dim=1).reshape(heads * self.head_dim, *w.shape[2:])
 
     @staticmethod
     def supports(model) -> bool:
@@ -170,10 +185,12 @@ class _LlamaDecoder:
         batch, t = x.shape[:2]
         n_q, n_kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
         if fused is not None and not hasattr(a, "q_norm"):
-            qkv = F.linear(x, fused[0], fused[1])
-            qk = _rotate(qkv[..., : n_q + n_kv].view(batch, t, -1, self.head_dim), cos, sin)
+            out = F.linear(x, fused[0], fused[1])
+            qk = out[..., : n_q + n_kv].view(batch, t, -1, self.head_dim)
+            qk_half_rotated = out[..., n_q + 2 * n_kv :].view(batch, t, -1, self.head_dim)
+            qk = qk * cos.unsqueeze(2) + qk_half_rotated * sin.unsqueeze(2)
             q, k = qk.split([self.heads, self.kv_heads], dim=2)
-            v = qkv[..., n_q + n_kv :].view(batch, t, -1, self.head_dim)
+            v = out[..., n_q + n_kv : n_q + 2 * n_kv].view(batch, t, -1, self.head_dim)
         else:
             if fused is not None:
                 q, k, v = F.linear(x, fused[0], fused[1]).split([n_q, n_kv, n_kv], dim=-1)
@@ -238,7 +255,6 @@ class _LlamaDecoder:
         return logits
 
 
-@torch.no_grad()
 def sample(
     model,
     input_ids: Tensor,
@@ -254,6 +270,16 @@ def sample(
 ) -> Samples:
     """Sample up to max_new_tokens for each left-padded prompt. temperature 0 is greedy. `fast` uses the
     preallocated-cache decoder for Llama-family models (others always take transformers' cache)."""
+    # inference mode (no autograd bookkeeping at all) for the loop; the results are copied out of it so that they
+    # can be used in training
+    with torch.inference_mode():
+        samples = _sample(
+            model, input_ids, attention_mask, max_new_tokens, eos_id, pad_id, temperature, top_p, generator, fast
+        )
+    return Samples(*(x.clone() for x in samples))
+
+
+def _sample(model, input_ids, attention_mask, max_new_tokens, eos_id, pad_id, temperature, top_p, generator, fast):
     batch = input_ids.size(0)
     device = input_ids.device
     decoder_cls = _LlamaDecoder if fast and _LlamaDecoder.supports(model) else _HFDecoder
