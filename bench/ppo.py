@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 ANCHORS = Path(__file__).resolve().parents[2] / "shared" / "anchors"
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def timed(cmd: list[str], **kw) -> tuple[float, str]:
@@ -74,6 +75,52 @@ def sampler_tokens_per_second(policy: Path, *, batch: int, new_tokens: int, repe
             times.append(time.perf_counter() - t)
         out[name] = batch * new_tokens / statistics.median(times)
     return out
+
+
+def decode_matmul_ceiling(policy: Path, *, batch: int, repeats: int = 200) -> float:
+    """Tokens/s if a decoding step were nothing but its matmuls (q, k, v, o, gate, up, down per layer and the LM
+    head, at this batch size, on random inputs): an upper bound for any eager sampler on this machine."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(policy)
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    qkv = (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * head_dim
+    x, h = torch.randn(batch, cfg.hidden_size), torch.randn(batch, cfg.intermediate_size)
+    weights = [torch.randn(qkv, cfg.hidden_size), torch.randn(cfg.hidden_size, cfg.num_attention_heads * head_dim)]
+    weights += [torch.randn(2 * cfg.intermediate_size, cfg.hidden_size)]
+    down, head = torch.randn(cfg.hidden_size, cfg.intermediate_size), torch.randn(cfg.vocab_size, cfg.hidden_size)
+
+    def step():
+        for _ in range(cfg.num_hidden_layers):
+            for w in weights:
+                F.linear(x, w)
+            F.linear(h, down)
+        F.linear(x, head)
+
+    with torch.inference_mode():
+        for _ in range(20):
+            step()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
+    return batch / statistics.median(times)
+
+
+def update_flops(models: Path, prompt: str, *, episodes: int, new_tokens: int, ppo_epochs: int) -> float:
+    """Matmul FLOPs of the PPO update (policy + critic forward and backward over prompt + response, every epoch),
+    counted like the SFT benchmark: the arithmetic both systems must do, whatever their overheads."""
+    from common import train_flops_per_token
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    length = len(AutoTokenizer.from_pretrained(models / "policy")(prompt).input_ids) + new_tokens
+    policy = AutoModelForCausalLM.from_pretrained(models / "policy")
+    critic = AutoModelForSequenceClassification.from_pretrained(models / "reward", num_labels=1)
+    per_token = train_flops_per_token(policy, length) + train_flops_per_token(critic, length)
+    return per_token * length * episodes * ppo_epochs
 
 
 def main() -> None:
@@ -143,6 +190,13 @@ def main() -> None:
         results["trl 1.0.0 PPOTrainer"] = (trl_seconds, float(m.group(1)) if m else float("nan"))
 
     sampler = sampler_tokens_per_second(work / "models" / "policy", batch=16, new_tokens=32)
+    ceiling = decode_matmul_ceiling(work / "models" / "policy", batch=16)
+    from common import matmul_peak_gflops
+
+    peak = matmul_peak_gflops()
+    flops = update_flops(
+        work / "models", "where is the hr office in boston 0 please", episodes=a.episodes, new_tokens=32, ppo_epochs=4
+    )
     print(
         f"\nPPO, {a.episodes} episodes, tiny Llama policy + reward + critic (hidden 128, 4 layers), batch 16, "
         "32 new tokens, 4 PPO epochs, CPU fp32"
@@ -158,10 +212,32 @@ def main() -> None:
         f"{ours['time_scoring']:.1f}s, update {ours['time_update']:.1f}s; reward {ours['reward_first_tenth']:.3f} -> "
         f"{ours['reward_last_tenth']:.3f}"
     )
+    print(
+        f"update arithmetic: {flops / 1e9:.0f} GFLOP of matmuls; rlhf ppo ran them at "
+        f"{flops / ours['time_update'] / 1e9:.0f} GFLOP/s = {100 * flops / ours['time_update'] / 1e9 / peak:.0f}% of "
+        f"the measured fp32 matmul peak ({peak:.0f} GFLOP/s); at 100% of peak the update alone would take "
+        f"{flops / peak / 1e9:.1f}s"
+    )
+    if ref:
+        print(f"3x TRL means the whole process in {ref / 3:.1f}s")
     print("\nsampler alone, batch 16, 32 new tokens (median of 7):")
     for name, tps in sampler.items():
         print(f"{name:<24}{tps:>10.0f} tokens/s{tps / sampler['HF generate']:>8.2f}x")
-    print(json.dumps({"results": results, "sampler": sampler}))
+    print(
+        f"{'matmuls only (ceiling)':<24}{ceiling:>10.0f} tokens/s{ceiling / sampler['HF generate']:>8.2f}x   "
+        "(a decoding step's matmuls alone, nothing else)"
+    )
+    print(
+        json.dumps(
+            {
+                "results": results,
+                "sampler": sampler,
+                "decode_matmul_ceiling": ceiling,
+                "update_gflop": flops / 1e9,
+                "peak_gflops": peak,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -94,6 +94,20 @@ def _fast_norm(module):
     return lambda x: F.rms_norm(x, (weight.numel(),), weight, eps)
 
 
+def _direct(module):
+    """A plain Linear/Embedding/SiLU as its functional call (skipping nn.Module's call machinery, which costs as
+    much as a small step's arithmetic); anything else (LoRA layers) as is."""
+    if type(module) is torch.nn.Linear:
+        weight, bias = module.weight, module.bias
+        return lambda x: F.linear(x, weight, bias)
+    if type(module) is torch.nn.Embedding:
+        weight = module.weight
+        return lambda ids: F.embedding(ids, weight)
+    if type(module) is torch.nn.SiLU or type(module).__name__ == "SiLUActivation":
+        return F.silu
+    return module
+
+
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotary embedding of x (B, T, heads, D) with cos/sin (B, T, D): the same arithmetic as transformers'."""
     half = x.size(-1) // 2
@@ -125,6 +139,8 @@ class _LlamaDecoder:
         # additive attention bias of one-token steps: -inf on the prompt's padding
         self.bias = torch.zeros((batch, 1, 1, self.capacity), dtype=dtype, device=device)
         self.bias.masked_fill_(~self.valid[:, None, None, :], float("-inf"))
+        # the same per (sequence, key/value head) pair: the batch dimension of the step's batched matmuls
+        self.bias_bh = self.bias.expand(batch, self.kv_heads, 1, self.capacity).reshape(-1, 1, self.capacity)
         self.length = 0
         self.position = (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
         # Plain linear layers are fused (fewer, larger matmuls); LoRA-wrapped ones are called as is.
@@ -134,6 +150,10 @@ class _LlamaDecoder:
             for layer in self.inner.layers
         ]
         self.final_norm = _fast_norm(self.inner.norm)
+        self.embed, self.head = _direct(self.inner.embed_tokens), _direct(self.lm_head)
+        self.o_proj = [_direct(layer.self_attn.o_proj) for layer in self.inner.layers]
+        self.down = [_direct(layer.mlp.down_proj) for layer in self.inner.layers]
+        self.act = [_direct(layer.mlp.act_fn) if hasattr(layer.mlp, "act_fn") else None for layer in self.inner.layers]
         # Rotary tables for every position this call can reach, computed once.
         positions = torch.arange(int(self.position.max()) + max_new_tokens + 1, device=device).unsqueeze(0)
         cos, sin = self.inner.rotary_emb(self.lm_head.weight[:1].unsqueeze(0), positions)
@@ -207,12 +227,14 @@ class _LlamaDecoder:
     def _attend(self, i: int, scaling: float, q: Tensor, start: int, end: int) -> Tensor:
         """Attention output (B, T, heads * D) of queries at layout positions start..end-1."""
         batch, _, t, _ = q.shape
-        keys, values = self.keys[i][:, :, :end], self.values[i][:, :, :end]
         if t == 1:
-            # (B, kv_heads, group, D): each key/value head serves a group of consecutive query heads
-            q = q.reshape(batch, self.kv_heads, -1, self.head_dim)
-            scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(scaling).add_(self.bias[..., :end])
-            return torch.matmul(scores.softmax(dim=-1), values).reshape(batch, 1, -1)
+            # (B * kv_heads, group, D): each key/value head serves a group of consecutive query heads
+            q = q.reshape(-1, self.heads // self.kv_heads, self.head_dim)
+            keys = self.keys[i].view(-1, self.capacity, self.head_dim)[:, :end]
+            values = self.values[i].view(-1, self.capacity, self.head_dim)[:, :end]
+            scores = torch.baddbmm(self.bias_bh[..., :end], q, keys.transpose(1, 2), alpha=scaling)
+            return torch.bmm(scores.softmax(dim=-1), values).reshape(batch, 1, -1)
+        keys, values = self.keys[i][:, :, :end], self.values[i][:, :, :end]
         # query i (layout index start + i) sees valid keys up to itself, and always itself (so a padding row
         # never has an empty softmax)
         key_index = torch.arange(end, device=q.device)
@@ -227,22 +249,22 @@ class _LlamaDecoder:
     def _forward(self, ids: Tensor, positions: Tensor) -> Tensor:
         t = ids.size(1)
         start, end = self.length, self.length + t
-        h = self.inner.embed_tokens(ids)
+        h = self.embed(ids)
         cos, sin = self.cos_table[positions], self.sin_table[positions]
         for i, layer in enumerate(self.inner.layers):
             fused, (norm_in, norm_post) = self.fused[i], self.norms[i]
             q, k, v = self._qkv(layer, fused, norm_in(h), cos, sin)
             self.keys[i][:, :, start:end] = k
             self.values[i][:, :, start:end] = v
-            h = h + layer.self_attn.o_proj(self._attend(i, layer.self_attn.scaling, q, start, end))
+            h = h + self.o_proj[i](self._attend(i, layer.self_attn.scaling, q, start, end))
             x = norm_post(h)
             if fused is not None:
                 gate, up = F.linear(x, fused[2], fused[3]).chunk(2, dim=-1)
-                h = h + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
+                h = h + self.down[i](self.act[i](gate) * up)
             else:
                 h = h + layer.mlp(x)
         self.length = end
-        return self.lm_head(self.final_norm(h[:, -1]))
+        return self.head(self.final_norm(h[:, -1]))
 
     def prefill(self, input_ids: Tensor) -> Tensor:
         logits = self._forward(input_ids, self.position)
