@@ -7,6 +7,9 @@ a reward near 0.5 and PPO must shift probability towards the thanking answers.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -255,6 +258,23 @@ def test_ppo_with_lora_uses_the_base_as_reference_and_learns(ppo_setup, monkeypa
     assert summary["reward_last_tenth"] > summary["reward_first_tenth"] + 0.15
     assert summary["kl_last_tenth"] < 3.0
     assert not list(out.glob("adapter_*"))  # merged on save: a plain model directory
+
+
+@pytest.mark.slow
+def test_ppo_with_two_torchrun_processes_learns(ppo_setup, tmp_path):
+    """Each process samples half of every batch; gradients of policy and critic are averaged across them."""
+    root = ppo_setup
+    out = tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
+    cmd += ["-m", "rlhfkit.cli", "ppo", f"policy={root / 'sft'}", "reward_fn=tests.integration.ppo_rewards:thanks"]
+    cmd += [f"prompts_file={root / 'prompts.jsonl'}", f"output_dir={out}", "target_kl=1.0", "device=cpu", *PPO]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["world_size"] == 2
+    assert summary["reward_last_tenth"] > summary["reward_first_tenth"] + 0.15
+    assert summary["kl_last_tenth"] < 3.0
 
 
 def test_critic_beside_the_policy_equals_one_after_the_other(ppo_setup, monkeypatch):
