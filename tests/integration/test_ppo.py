@@ -81,6 +81,15 @@ def thanks_run(root: Path, out: Path) -> list[str]:
     ]
 
 
+SHORT = ["batch_size=16", "minibatch_size=8", "max_new_tokens=24", "learning_rate=1e-4"]  # a few quick iterations
+
+
+def assert_same_rows(a: Path, b: Path, keys: tuple[str, ...]) -> None:
+    for ra, rb in zip(rows(a), rows(b), strict=True):
+        for k in keys:
+            assert rb[k] == pytest.approx(ra[k], rel=0, abs=1e-5), (ra["step"], k)
+
+
 def assert_reward_rose_with_bounded_kl(out: Path) -> dict:
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["reward_last_tenth"] > summary["reward_first_tenth"] + 0.15
@@ -213,33 +222,17 @@ def test_sampler_greedy_equals_hf_generate(ppo_setup):
 def test_ppo_resume_equals_uninterrupted(ppo_setup, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))
     root = ppo_setup
-    common = [
-        f"policy={root / 'sft'}",
-        "reward_fn=tests.integration.ppo_rewards:thanks",
-        f"prompts_file={root / 'prompts.jsonl'}",
-        "total_episodes=96",
-        "batch_size=16",
-        "minibatch_size=8",
-        "max_new_tokens=24",
-        "learning_rate=1e-4",
-        "save_steps=3",
-        "grad_accum=2",
-        "target_kl=1.0",
-    ]
+    common = [*SHORT, "total_episodes=96", "save_steps=3", "grad_accum=2", "target_kl=1.0"]
     full, part = root / "full", root / "part"
-    invoke("ppo", f"output_dir={full}", *common)
-    invoke("ppo", f"output_dir={part}", *common)
+    invoke("ppo", *thanks_run(root, full), *common)
+    invoke("ppo", *thanks_run(root, part), *common)
     # the final model is written at the end, never as a checkpoint: only step-3 is there to resume from
     assert [p.name for p in (part / "checkpoints").iterdir()] == ["step-3"]
     (part / "model.safetensors").unlink()
-    invoke("ppo", f"output_dir={part}", "resume=true", *common)
+    invoke("ppo", *thanks_run(root, part), "resume=true", *common)
     assert json.loads((part / "metrics.json").read_text())["resumed_from_step"] == 3
-    keys = ("reward_mean", "kl", "kl_coef", "clipfrac", "pg_loss", "vf_loss")
-    a, b = rows(full), rows(part)
-    assert [r["step"] for r in b] == list(range(1, 7))
-    for ra, rb in zip(a, b):
-        for k in keys:
-            assert rb[k] == pytest.approx(ra[k], rel=0, abs=1e-5), (ra["step"], k)
+    assert [r["step"] for r in rows(part)] == list(range(1, 7))
+    assert_same_rows(full, part, ("reward_mean", "kl", "kl_coef", "clipfrac", "pg_loss", "vf_loss"))
 
 
 @pytest.mark.slow
@@ -269,25 +262,13 @@ def test_ppo_with_two_torchrun_processes_learns(ppo_setup, tmp_path):
 
 
 def test_critic_beside_the_policy_equals_one_after_the_other(ppo_setup, monkeypatch):
-    """overlap_critic runs the critic's values and updates on a second thread: the numbers must not change."""
+    """overlap_critic updates the critic on a second thread: the numbers must not change."""
     monkeypatch.syspath_prepend(str(ROOT))
     root = ppo_setup
-    common = [
-        f"policy={root / 'sft'}",
-        "reward_fn=tests.integration.ppo_rewards:thanks",
-        f"prompts_file={root / 'prompts.jsonl'}",
-        "total_episodes=48",
-        "batch_size=16",
-        "minibatch_size=8",
-        "max_new_tokens=24",
-        "learning_rate=1e-4",
-    ]
-    invoke("ppo", f"output_dir={root / 'beside'}", "overlap_critic=true", *common)
-    invoke("ppo", f"output_dir={root / 'inline'}", "overlap_critic=false", *common)
+    invoke("ppo", *thanks_run(root, root / "beside"), "overlap_critic=true", "total_episodes=48", *SHORT)
+    invoke("ppo", *thanks_run(root, root / "inline"), "overlap_critic=false", "total_episodes=48", *SHORT)
     keys = ("reward_mean", "kl", "clipfrac", "pg_loss", "vf_loss", "value_explained_variance")
-    for ra, rb in zip(rows(root / "beside"), rows(root / "inline"), strict=True):
-        for k in keys:
-            assert rb[k] == pytest.approx(ra[k], rel=0, abs=1e-5), (ra["step"], k)
+    assert_same_rows(root / "beside", root / "inline", keys)
 
 
 def test_nan_reward_stops_with_a_clear_error_and_keeps_the_checkpoint(ppo_setup, monkeypatch, tmp_path):
