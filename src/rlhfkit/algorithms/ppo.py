@@ -297,8 +297,8 @@ class Diagnostics:
                 "critic",
                 it,
                 f"value explained variance {row['value_explained_variance']:.3f} is near 0: the "
-                "critic is not predicting returns. Initialise it from the reward model, raise vf_coef, or "
-                "lower the learning rate.",
+                "critic is not predicting returns. Initialise it from the reward model (critic_init=reward) "
+                "or lower the learning rate (the critic's AdamW makes its step size independent of vf_coef).",
             )
         if len(self.history) >= 20:
             first, last = self.history[:5], self.history[-5:]
