@@ -373,7 +373,6 @@ def train(
     policy, critic, policy_opt, critic_opt = acc.prepare(policy, critic, *optimizers)
     acc.register_for_checkpointing(*schedulers)
     policy_sched, critic_sched = schedulers
-    side = SideBySide(cfg.overlap_critic and acc.device.type == "cpu" and world == 1)
     kl_ctl = (
         AdaptiveKLController(cfg.kl_coef, target=cfg.target_kl, horizon=cfg.kl_horizon)
         if cfg.target_kl
@@ -398,7 +397,8 @@ def train(
     local_batch, local_mb = cfg.batch_size // world, cfg.minibatch_size // world
 
     # --- loop ---
-    with progress_bar("ppo", total=iterations, completed=start, enabled=main) as advance:
+    overlap = cfg.overlap_critic and acc.device.type == "cpu" and world == 1
+    with SideBySide(overlap) as side, progress_bar("ppo", total=iterations, completed=start, enabled=main) as advance:
         for it in range(start, iterations):
             t0 = time.perf_counter()
             # rollout
@@ -457,27 +457,13 @@ def train(
             common = dict(
                 minibatches=minibatches, mask=mask, grad_accum=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm
             )
+            policy_loss_fn = partial(policy_loss, policy, rollout, advantages, context=context, cfg=cfg)
+            value_loss_fn = partial(value_loss, critic, rollout, returns, context=context, cfg=cfg)
             policy_stats, critic_stats = side.run(
-                partial(
-                    optimize,
-                    acc,
-                    policy,
-                    policy_opt,
-                    policy_sched,
-                    partial(policy_loss, policy, rollout, advantages, context=context, cfg=cfg),
-                    **common,
-                ),
-                partial(
-                    optimize,
-                    acc,
-                    critic,
-                    critic_opt,
-                    critic_sched,
-                    partial(value_loss, critic, rollout, returns, context=context, cfg=cfg),
-                    **common,
-                ),
+                partial(optimize, acc, policy, policy_opt, policy_sched, policy_loss_fn, **common),
+                partial(optimize, acc, critic, critic_opt, critic_sched, value_loss_fn, **common),
             )
-            stats = {**policy_stats, **critic_stats}
+            means = {k: sum(v) / len(v) for k, v in {**policy_stats, **critic_stats}.items()}
             t3 = time.perf_counter()
 
             # log
@@ -495,12 +481,7 @@ def train(
                 "score_mean": acc.gather(rollout.scores.to(acc.device)).mean().item(),
                 "kl": seq_kl,
                 "kl_coef": kl_ctl.value,
-                "entropy": sum(stats["entropy"]) / len(stats["entropy"]),
-                "clipfrac": sum(stats["clipfrac"]) / len(stats["clipfrac"]),
-                "approx_kl": sum(stats["approx_kl"]) / len(stats["approx_kl"]),
-                "pg_loss": sum(stats["pg_loss"]) / len(stats["pg_loss"]),
-                "vf_loss": sum(stats["vf_loss"]) / len(stats["vf_loss"]),
-                "vf_clipfrac": sum(stats["vf_clipfrac"]) / len(stats["vf_clipfrac"]),
+                **means,  # entropy, clipfrac, approx_kl, pg_loss, vf_loss, vf_clipfrac over the update
                 "value_explained_variance": explained_variance(rollout.values, returns, mask),
                 "response_length": all_lengths.float().mean().item(),
                 "eos_fraction": (rollout.query_response[:, context:] == eos_id).any(dim=1).float().mean().item(),
@@ -554,7 +535,6 @@ def train(
     if main:
         save_model(unwrapped_policy, tokenizer, out, merge_lora=cfg.lora.merge)
         log.summary(summary)
-    side.close()
     acc.wait_for_everyone()
     acc.end_training()
     return summary

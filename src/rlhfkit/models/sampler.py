@@ -83,20 +83,14 @@ class _HFDecoder:
         return logits
 
 
-# RMSNorm classes whose forward is exactly F.rms_norm(x, weight, eps) (one fused kernel instead of six operators)
+# RMSNorm classes whose forward is exactly F.rms_norm(x, weight, eps)
 _PLAIN_RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm")
 
 
-def _fast_norm(module):
-    if type(module).__name__ not in _PLAIN_RMS_NORMS:
-        return module
-    weight, eps = module.weight, module.variance_epsilon
-    return lambda x: F.rms_norm(x, (weight.numel(),), weight, eps)
-
-
 def _direct(module):
-    """A plain Linear/Embedding/SiLU as its functional call (skipping nn.Module's call machinery, which costs as
-    much as a small step's arithmetic); anything else (LoRA layers) as is."""
+    """A plain Linear/Embedding/SiLU/RMSNorm as its functional call (skipping nn.Module's call machinery and, for
+    the norm, five of its six operators, which together cost as much as a small step's arithmetic); anything else
+    (LoRA layers) as is."""
     if type(module) is torch.nn.Linear:
         weight, bias = module.weight, module.bias
         return lambda x: F.linear(x, weight, bias)
@@ -105,6 +99,9 @@ def _direct(module):
         return lambda ids: F.embedding(ids, weight)
     if type(module) is torch.nn.SiLU or type(module).__name__ == "SiLUActivation":
         return F.silu
+    if type(module).__name__ in _PLAIN_RMS_NORMS:
+        weight, eps = module.weight, module.variance_epsilon
+        return lambda x: F.rms_norm(x, (weight.numel(),), weight, eps)
     return module
 
 
@@ -136,20 +133,19 @@ class _LlamaDecoder:
         self.valid = torch.zeros((batch, self.capacity), dtype=torch.bool, device=device)
         self.valid[:, :prompt_len] = attention_mask.bool()
         self.valid[:, prompt_len:] = True  # every generated position holds a real key (HF generate's mask too)
-        # additive attention bias of one-token steps: -inf on the prompt's padding
-        self.bias = torch.zeros((batch, 1, 1, self.capacity), dtype=dtype, device=device)
-        self.bias.masked_fill_(~self.valid[:, None, None, :], float("-inf"))
-        # the same per (sequence, key/value head) pair: the batch dimension of the step's batched matmuls
-        self.bias_bh = self.bias.expand(batch, self.kv_heads, 1, self.capacity).reshape(-1, 1, self.capacity)
+        # additive attention bias of one-token steps, -inf on the prompt's padding, per (sequence, key/value head)
+        # pair: the batch dimension of the step's batched matmuls
+        bias = torch.zeros((batch, 1, self.capacity), dtype=dtype, device=device)
+        bias.masked_fill_(~self.valid[:, None, :], float("-inf"))
+        self.bias_bh = bias.repeat_interleave(self.kv_heads, dim=0)
         self.length = 0
         self.position = (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
         # Plain linear layers are fused (fewer, larger matmuls); LoRA-wrapped ones are called as is.
         self.fused = [self._fuse(layer) for layer in self.inner.layers]
         self.norms = [
-            (_fast_norm(layer.input_layernorm), _fast_norm(layer.post_attention_layernorm))
-            for layer in self.inner.layers
+            (_direct(layer.input_layernorm), _direct(layer.post_attention_layernorm)) for layer in self.inner.layers
         ]
-        self.final_norm = _fast_norm(self.inner.norm)
+        self.final_norm = _direct(self.inner.norm)
         self.embed, self.head = _direct(self.inner.embed_tokens), _direct(self.lm_head)
         self.o_proj = [_direct(layer.self_attn.o_proj) for layer in self.inner.layers]
         self.down = [_direct(layer.mlp.down_proj) for layer in self.inner.layers]
@@ -295,40 +291,34 @@ def sample(
     # inference mode (no autograd bookkeeping at all) for the loop; the results are copied out of it so that they
     # can be used in training
     with torch.inference_mode():
-        samples = _sample(
-            model, input_ids, attention_mask, max_new_tokens, eos_id, pad_id, temperature, top_p, generator, fast
-        )
-    return Samples(*(x.clone() for x in samples))
-
-
-def _sample(model, input_ids, attention_mask, max_new_tokens, eos_id, pad_id, temperature, top_p, generator, fast):
-    batch = input_ids.size(0)
-    device = input_ids.device
-    decoder_cls = _LlamaDecoder if fast and _LlamaDecoder.supports(model) else _HFDecoder
-    decoder = decoder_cls(model, input_ids, attention_mask, max_new_tokens)
-    logits = decoder.prefill(input_ids)
-    tokens = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    logprobs = torch.zeros((batch, max_new_tokens), dtype=torch.float32, device=device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    steps = 0
-    for t in range(max_new_tokens):
-        scaled = logits.float() / temperature if temperature > 0 else logits.float()
-        logp = F.log_softmax(scaled, dim=-1)
-        if temperature > 0:
-            probs = logp.exp() if top_p >= 1.0 else top_p_filter(scaled, top_p).softmax(dim=-1)
-            token = draw(probs, generator)
-        else:
-            token = scaled.argmax(dim=-1)
-        token = token.masked_fill(finished, pad_id)
-        tokens[:, t] = token
-        logprobs[:, t] = logp.gather(1, token.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0)
-        finished |= token == eos_id
-        steps = t + 1
-        if bool(finished.all()) or t == max_new_tokens - 1:
-            break
-        logits = decoder.step(token)
-    tokens, logprobs = tokens[:, :steps], logprobs[:, :steps]
-    # 1 up to and including the first EOS (everything, if a sequence hit the length limit)
-    is_eos = tokens == eos_id
-    after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
-    return Samples(tokens, logprobs, (~after_eos).long())
+        batch = input_ids.size(0)
+        device = input_ids.device
+        decoder_cls = _LlamaDecoder if fast and _LlamaDecoder.supports(model) else _HFDecoder
+        decoder = decoder_cls(model, input_ids, attention_mask, max_new_tokens)
+        logits = decoder.prefill(input_ids)
+        tokens = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
+        logprobs = torch.zeros((batch, max_new_tokens), dtype=torch.float32, device=device)
+        finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        steps = 0
+        for t in range(max_new_tokens):
+            scaled = logits.float() / temperature if temperature > 0 else logits.float()
+            logp = F.log_softmax(scaled, dim=-1)
+            if temperature > 0:
+                probs = logp.exp() if top_p >= 1.0 else top_p_filter(scaled, top_p).softmax(dim=-1)
+                token = draw(probs, generator)
+            else:
+                token = scaled.argmax(dim=-1)
+            token = token.masked_fill(finished, pad_id)
+            tokens[:, t] = token
+            logprobs[:, t] = logp.gather(1, token.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0)
+            finished |= token == eos_id
+            steps = t + 1
+            if bool(finished.all()) or t == max_new_tokens - 1:
+                break
+            logits = decoder.step(token)
+        tokens, logprobs = tokens[:, :steps], logprobs[:, :steps]
+        # 1 up to and including the first EOS (everything, if a sequence hit the length limit)
+        is_eos = tokens == eos_id
+        after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
+        mask = (~after_eos).long()
+    return Samples(tokens.clone(), logprobs.clone(), mask.clone())

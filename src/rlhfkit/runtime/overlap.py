@@ -26,8 +26,8 @@ class SideBySide:
 
     def __init__(self, enabled: bool):
         self.threads = torch.get_num_threads()
-        self.enabled = enabled and self.threads >= 2
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlhfkit-side") if self.enabled else None
+        on = enabled and self.threads >= 2
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlhfkit-side") if on else None
 
     def run(self, main: Callable[[], A], side: Callable[[], B]) -> tuple[A, B]:
         if self._pool is None:
@@ -42,15 +42,10 @@ class SideBySide:
         torch.set_num_threads(half)
         try:
             first = main()
-        except BaseException:
-            wait([future])  # no work outlives the call; main's error is the one reported
-            torch.set_num_threads(self.threads)
-            raise
-        try:
-            second = future.result()
         finally:
+            wait([future])  # no work outlives the call; if main failed, its error is the one reported
             torch.set_num_threads(self.threads)
-        return first, second
+        return first, future.result()
 
     def close(self) -> None:
         if self._pool is not None:
