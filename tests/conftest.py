@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,27 @@ QA = [
     ("When is the cafe open?", "8 am to 3 pm on weekdays"),
     ("Who approves travel?", "Your manager, in the travel portal"),
 ]
+
+
+ROOT = Path(__file__).parents[1]
+
+
+def metric_rows(out: Path, key: str | None = None) -> list:
+    """A run's metrics.jsonl rows, or just their `key` values."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return rows if key is None else [r[key] for r in rows]
+
+
+def losses(out: Path) -> list[float]:
+    return metric_rows(out, "loss")
+
+
+def torchrun(*cli_args: str, port: int) -> None:
+    """`rlhf CLI_ARGS` under torchrun with two processes of one thread each; fails the test with their output."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([*cmd, "-m", "rlhfkit.cli", *cli_args], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -7,9 +7,6 @@ a reward near 0.5 and PPO must shift probability towards the thanking answers.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,20 +14,15 @@ import torch
 from typer.testing import CliRunner
 
 from rlhfkit.cli import app
-from tests.conftest import QA
+from tests.conftest import QA, ROOT, metric_rows, torchrun
 
 runner = CliRunner()
 THANKS = " Thank you for asking!"
-ROOT = Path(__file__).parents[2]
 
 
 def invoke(*args: str) -> None:
     res = runner.invoke(app, list(args))
     assert res.exit_code == 0, res.output + repr(res.exception)
-
-
-def rows(out: Path) -> list[dict]:
-    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +77,7 @@ SHORT = ["batch_size=16", "minibatch_size=8", "max_new_tokens=24", "learning_rat
 
 
 def assert_same_rows(a: Path, b: Path, keys: tuple[str, ...]) -> None:
-    for ra, rb in zip(rows(a), rows(b), strict=True):
+    for ra, rb in zip(metric_rows(a), metric_rows(b), strict=True):
         for k in keys:
             assert rb[k] == pytest.approx(ra[k], rel=0, abs=1e-5), (ra["step"], k)
 
@@ -105,7 +97,7 @@ def test_ppo_raises_a_rule_based_reward_with_bounded_kl(ppo_setup, monkeypatch):
     invoke("ppo", *thanks_run(root, out), "target_kl=1.0", *PPO)
     summary = assert_reward_rose_with_bounded_kl(out)
     assert summary["reward_last_tenth"] > 0.75
-    metrics = rows(out)
+    metrics = metric_rows(out)
     assert len(metrics) == 60
     required = {
         "episodes",
@@ -231,7 +223,7 @@ def test_ppo_resume_equals_uninterrupted(ppo_setup, monkeypatch):
     (part / "model.safetensors").unlink()
     invoke("ppo", *thanks_run(root, part), "resume=true", *common)
     assert json.loads((part / "metrics.json").read_text())["resumed_from_step"] == 3
-    assert [r["step"] for r in rows(part)] == list(range(1, 7))
+    assert [r["step"] for r in metric_rows(part)] == list(range(1, 7))
     assert_same_rows(full, part, ("reward_mean", "kl", "kl_coef", "clipfrac", "pg_loss", "vf_loss"))
 
 
@@ -243,7 +235,7 @@ def test_ppo_with_lora_uses_the_base_as_reference_and_learns(ppo_setup, monkeypa
     lora = ["lora.r=16", "lora.alpha=32", "learning_rate=5e-4"]
     invoke("ppo", *thanks_run(root, out), *[x for x in PPO if not x.startswith("learning_rate")], *lora)
     # adapters start at zero: the policy is exactly its reference (the base with adapters off) at first
-    assert abs(rows(out)[0]["kl"]) < 1e-4
+    assert abs(metric_rows(out)[0]["kl"]) < 1e-4
     assert_reward_rose_with_bounded_kl(out)
     assert not list(out.glob("adapter_*"))  # merged on save: a plain model directory
 
@@ -253,11 +245,7 @@ def test_ppo_with_two_torchrun_processes_learns(ppo_setup, tmp_path):
     """Each process samples half of every batch; gradients of policy and critic are averaged across them."""
     root = ppo_setup
     out = tmp_path / "two"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
-    cmd += ["-m", "rlhfkit.cli", "ppo", *thanks_run(root, out), "target_kl=1.0", "device=cpu", *PPO]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun("ppo", *thanks_run(root, out), "target_kl=1.0", "device=cpu", *PPO, port=29541)
     assert assert_reward_rose_with_bounded_kl(out)["world_size"] == 2
 
 

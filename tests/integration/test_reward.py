@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rlhfkit.cli import app
+from tests.conftest import losses, torchrun
 
 runner = CliRunner()
 
@@ -314,11 +315,10 @@ def test_shared_prefix_training_equals_full_sequence_training(rm_setup, tmp_path
         "batch_size=8",
         "logging_steps=1",
     ]
-    loss = lambda d: [json.loads(x)["loss"] for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     for flag in ("true", "false"):
         res = runner.invoke(app, ["reward", "train", f"output_dir={tmp_path / flag}", f"shared_prefix={flag}", *common])
         assert res.exit_code == 0, res.output
-    assert loss(tmp_path / "true") == pytest.approx(loss(tmp_path / "false"), rel=0, abs=1e-5)
+    assert losses(tmp_path / "true") == pytest.approx(losses(tmp_path / "false"), rel=0, abs=1e-5)
 
 
 def test_reward_resume_equals_uninterrupted(rm_setup, tmp_path):
@@ -342,16 +342,11 @@ def test_reward_resume_equals_uninterrupted(rm_setup, tmp_path):
     res = runner.invoke(app, ["reward", "train", f"output_dir={part}", "resume=true", *common])
     assert res.exit_code == 0, res.output
     assert json.loads((part / "metrics.json").read_text())["resumed_from_step"] == 3
-    loss = lambda d: [json.loads(x)["loss"] for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
-    assert loss(part) == pytest.approx(loss(full), rel=0, abs=1e-6) and len(loss(part)) == 8
+    assert losses(part) == pytest.approx(losses(full), rel=0, abs=1e-6) and len(losses(part)) == 8
 
 
 @pytest.mark.slow
 def test_reward_two_process_torchrun_equals_one_process(rm_setup, tmp_path):
-    import os
-    import subprocess
-    import sys
-
     _, base, train, _, _ = rm_setup
     common = [
         f"model={base}",
@@ -364,27 +359,9 @@ def test_reward_two_process_torchrun_equals_one_process(rm_setup, tmp_path):
     ]
     one, two = tmp_path / "one", tmp_path / "two"
     assert runner.invoke(app, ["reward", "train", f"output_dir={one}", *common]).exit_code == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29534",
-        "-m",
-        "rlhfkit.cli",
-        "reward",
-        "train",
-        f"output_dir={two}",
-        *common,
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    loss = lambda d: [json.loads(x)["loss"] for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    torchrun("reward", "train", f"output_dir={two}", *common, port=29534)
     assert json.loads((two / "metrics.json").read_text())["world_size"] == 2
-    assert loss(two) == pytest.approx(loss(one), rel=0, abs=1e-4)
+    assert losses(two) == pytest.approx(losses(one), rel=0, abs=1e-4)
 
 
 def test_encoder_reward_model_learns(rm_setup, tmp_path):

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from rlhfkit.cli import app
-from tests.conftest import QA
+from tests.conftest import QA, losses, torchrun
 
 runner = CliRunner()
 FAST = ["max_steps=12", "learning_rate=3e-3", "batch_size=8", "logging_steps=1", "gold_metrics=false", "seed=3"]
@@ -29,10 +26,6 @@ def final_weights(model_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(model_dir / "model.safetensors"))
-
-
-def losses(out: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def assert_same_weights(a: Path, b: Path, *, atol: float) -> None:
@@ -156,23 +149,7 @@ def test_two_process_torchrun_equals_one_process(tiny_lm, qa_file, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     common = [f"model={tiny_lm}", f"train_file={qa_file}", "grad_accum=2", "device=cpu", *FAST]
     sft(f"output_dir={one}", *common)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29533",
-        "-m",
-        "rlhfkit.cli",
-        "sft",
-        f"output_dir={two}",
-        *common,
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun("sft", f"output_dir={two}", *common, port=29533)
     assert json.loads((two / "metrics.json").read_text())["world_size"] == 2
     # Same data, same global batch, gradients summed over ranks: equal up to float summation order.
     assert losses(two) == pytest.approx(losses(one), rel=0, abs=1e-4)
