@@ -34,6 +34,16 @@ class ServiceError(ValueError):
 # --- people ---
 
 
+def _add_unique(db: Session, row, conflict: str) -> None:
+    """Add and commit `row`; a unique-constraint violation becomes a 409 with `conflict` as the message."""
+    db.add(row)
+    try:
+        db.commit()
+    except IntegrityError:
+        db.rollback()
+        raise ServiceError(conflict, 409) from None
+
+
 def create_user(db: Session, name: str, password: str, role: str) -> User:
     if role not in ROLES:
         raise ServiceError(f"role must be one of {', '.join(ROLES)}")
@@ -42,12 +52,7 @@ def create_user(db: Session, name: str, password: str, role: str) -> User:
     if len(password) < 8:
         raise ServiceError("password must be at least 8 characters")
     user = User(name=name.strip(), password_hash=_hasher.hash(password), role=role)
-    db.add(user)
-    try:
-        db.commit()
-    except IntegrityError:
-        db.rollback()
-        raise ServiceError(f"user {name!r} exists", 409) from None
+    _add_unique(db, user, f"user {name!r} exists")
     return user
 
 
@@ -71,12 +76,7 @@ def create_project(db: Session, name: str, *, overlap: int = 1, lease_seconds: i
     if not 1 <= overlap <= 50 or not 30 <= lease_seconds <= 7 * 24 * 3600:
         raise ServiceError("overlap must be 1-50 and lease_seconds 30-604800")
     project = Project(name=name.strip(), overlap=overlap, lease_seconds=lease_seconds)
-    db.add(project)
-    try:
-        db.commit()
-    except IntegrityError:
-        db.rollback()
-        raise ServiceError(f"project {name!r} exists", 409) from None
+    _add_unique(db, project, f"project {name!r} exists")
     return project
 
 
@@ -261,12 +261,7 @@ def submit(db: Session, assignment: Assignment, data: dict[str, Any]) -> Annotat
         flags=flags,
     )
     assignment.status = "done"
-    db.add(annotation)
-    try:
-        db.commit()
-    except IntegrityError:
-        db.rollback()
-        raise ServiceError("already submitted", 409) from None
+    _add_unique(db, annotation, "already submitted")
     return annotation
 
 
