@@ -260,3 +260,14 @@ def test_bad_submissions_are_refused(app, admin, make_user):
     assert bob.post(f"/api/v1/assignments/{aid}/submit", json={"label": "a", "flags": ["nope"]}).status_code == 422
     bad = admin.post(f"/api/v1/projects/{pid}/items", json={"records": [{"prompt": 5, "responses": ["a", "b"]}]})
     assert bad.status_code == 400 and "records[1]" in bad.json()["detail"]
+
+
+def test_text_the_database_cannot_store_is_a_client_error(app, admin, db_url):
+    """PostgreSQL text cannot hold NUL (SQLite can): refused with 422 there, never a server error."""
+    res = admin.post("/api/v1/users", json={"name": "nul\x00name", "password": "long enough", "role": "annotator"})
+    assert res.status_code == (201 if "postgresql" not in db_url else 422), res.text
+    bad_login = TestClient(app)
+    token = bad_login.get("/api/v1/csrf").json()["csrf_token"]
+    res = bad_login.post("/api/v1/login", json={"name": "a\x00", "password": "x"}, headers={"X-CSRF-Token": token})
+    assert res.status_code == (401 if "postgresql" not in db_url else 422), res.text
+    assert admin.get("/api/v1/projects").status_code == 200  # the failed request left the database usable

@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 from starlette.middleware.sessions import SessionMiddleware
 
@@ -166,6 +167,12 @@ def create_app(db_url: str, *, secret_key: str, secure_cookies: bool = False) ->
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(DataError)
+    async def unstorable_input(request: Request, exc: DataError):
+        # a value the database refuses, e.g. a NUL character in PostgreSQL text: the input's fault, not the server's
+        # (the request's session is rolled back when it closes)
+        return JSONResponse({"detail": "the input holds a value the database cannot store (e.g. NUL)"}, 422)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
