@@ -26,6 +26,9 @@ class ConfigError(ValueError):
     """A setting is unknown or has a value of the wrong type."""
 
 
+MIXED_PRECISION = ("auto", "fp32", "bf16", "fp16")
+
+
 @dataclass
 class LoraSettings:
     r: int = 0
@@ -84,8 +87,9 @@ class TrainSettings:
     """Checkpoints kept in output_dir/checkpoints (the newest)."""
     resume: bool = False
     """Continue from the newest checkpoint in output_dir/checkpoints."""
-    dtype: str = "auto"
-    """float32, bfloat16, float16 or auto (bf16 on a GPU that supports it, else fp32)."""
+    mixed_precision: str = "auto"
+    """Compute precision. Weights that train are always fp32 (master weights); "bf16" or "fp16" runs the forward and
+    backward passes under autocast in that type, "fp32" in fp32; "auto" is bf16 on a GPU that supports it, else fp32."""
     device: str = "auto"
     """cuda, mps, cpu or auto (first available in that order)."""
     eval_batch_size: int = 16
@@ -107,6 +111,8 @@ class TrainSettings:
             raise ConfigError(f"batch_size ({self.batch_size}) must be a multiple of grad_accum ({self.grad_accum})")
         if self.max_steps == 0 or (self.max_steps < 0 and self.epochs <= 0):
             raise ConfigError("set max_steps > 0 or epochs > 0")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ConfigError(f"mixed_precision: {self.mixed_precision!r} is not one of {', '.join(MIXED_PRECISION)}")
 
 
 @dataclass
@@ -214,14 +220,16 @@ class PPOConfig:
     """PPO ratio clip epsilon."""
     cliprange_value: float = 0.2
     """Value clip: the new value stays within this of the rollout value."""
-    vf_coef: float = 0.1
-    """Weight of the value loss. The critic has its own AdamW, so this scales its gradients before clipping."""
+    critic_learning_rate: float | None = None
+    """AdamW learning rate of the critic, which has its own optimizer and gradient clipping; null: learning_rate."""
     temperature: float = 0.7
     """Sampling temperature; logits are divided by it for every log-probability, in rollout and update alike."""
     top_p: float = 1.0
     """Nucleus sampling cut for rollouts."""
-    missing_eos_penalty: float = 1.0
-    """Subtracted from the score of a response that hit max_new_tokens without EOS; 0 turns it off."""
+    missing_eos_penalty: float | None = None
+    """Subtracted from the score of a response cut at max_new_tokens without EOS, after normalization. null: 1.0
+    with a reward model (one standard deviation of its training scores, the unit normalize_reward puts scores in),
+    0 with reward_fn (its scale is unknown: a penalty of 1 would dwarf a reward that spans 0.1). 0 turns it off."""
     normalize_reward: bool = True
     """Divide reward-model scores into units of its training spread (reward_stats.json: (s - mean) / std)."""
     whiten_rewards: bool = False
@@ -247,8 +255,11 @@ class PPOConfig:
     cores (given a rollout the two updates are independent; same numbers). Off: one after the other."""
     sampler: str = "rlhfkit"
     """Rollout generator: "rlhfkit" (our KV-cached sampler) or "hf" (transformers generate; slower)."""
-    dtype: str = "auto"
-    """float32, bfloat16, float16 or auto (bf16 on a GPU that supports it, else fp32)."""
+    mixed_precision: str = "auto"
+    """Compute precision. Policy and critic keep fp32 master weights; "bf16" or "fp16" runs their passes under
+    autocast, and the reference runs under the same autocast so that its logprobs are computed like the policy's;
+    the frozen reward model is then held in that type. "fp32": fp32 throughout; "auto": bf16 on a GPU that supports
+    it, else fp32."""
     device: str = "auto"
     """cuda, mps, cpu or auto (first available in that order)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -257,6 +268,17 @@ class PPOConfig:
     @property
     def iterations(self) -> int:
         return self.total_episodes // self.batch_size
+
+    @property
+    def eos_penalty(self) -> float:
+        """missing_eos_penalty with its default resolved (see its doc)."""
+        if self.missing_eos_penalty is not None:
+            return self.missing_eos_penalty
+        return 0.0 if self.reward_fn else 1.0
+
+    @property
+    def critic_lr(self) -> float:
+        return self.learning_rate if self.critic_learning_rate is None else self.critic_learning_rate
 
     def validate(self) -> None:
         if not self.policy:
@@ -283,6 +305,7 @@ class PPOConfig:
             "critic_init": ("reward", "policy"),
             "sampler": ("rlhfkit", "hf"),
             "prompt_template": ("chat", "raw"),
+            "mixed_precision": MIXED_PRECISION,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -318,6 +341,11 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
+    args = typing.get_args(typ)
+    if type(None) in args:  # `X | None`: null (or "null"/"none") is None, anything else must be an X
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
+            return None
+        (typ,) = [a for a in args if a is not type(None)]
     if typ is bool:
         if isinstance(value, bool):
             return value

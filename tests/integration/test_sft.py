@@ -154,3 +154,28 @@ def test_two_process_torchrun_equals_one_process(tiny_lm, qa_file, tmp_path):
     # Same data, same global batch, gradients summed over ranks: equal up to float summation order.
     assert losses(two) == pytest.approx(losses(one), rel=0, abs=1e-4)
     assert_same_weights(one, two, atol=1e-4)
+
+
+def test_bf16_mixed_precision_keeps_fp32_master_weights_so_small_updates_land(tiny_lm, qa_file, tmp_path):
+    """At lr 1e-5 an AdamW step moves a weight by ~1e-5, below bf16's resolution for weights ~0.02-0.2: stepped in
+    bf16, most weights would never change. Master weights are fp32; bf16 is only the compute type."""
+    out = tmp_path / "bf16"
+    sft(
+        f"model={tiny_lm}",
+        f"train_file={qa_file}",
+        f"output_dir={out}",
+        "mixed_precision=bf16",
+        "max_steps=10",
+        "learning_rate=1e-5",
+        "warmup_ratio=0",
+        "batch_size=8",
+        "gold_metrics=false",
+    )
+    trained, base = final_weights(out), final_weights(tiny_lm)
+    assert all(w.dtype == torch.float32 for w in trained.values())
+    # embedding rows of tokens the data never uses get no gradient: count the layers' weights
+    layers = [k for k in base if "embed" not in k and "lm_head" not in k]
+    changed = sum(int((trained[k] != base[k]).sum()) for k in layers)
+    total = sum(base[k].numel() for k in layers)
+    assert changed / total > 0.99, changed / total
+    assert json.loads((out / "metrics.json").read_text())["mixed_precision"] == "bf16"

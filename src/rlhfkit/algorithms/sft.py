@@ -22,10 +22,10 @@ from rlhfkit.eval.gold import gold_metrics
 from rlhfkit.losses import sft_nll
 from rlhfkit.models.generate import generate_answers
 from rlhfkit.models.load import load_causal_lm, load_tokenizer, save_model
-from rlhfkit.runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from rlhfkit.runtime.dist import all_reduce_sum, make_accelerator
+from rlhfkit.runtime.checkpoint import latest_checkpoint, resume_state, save_checkpoint
+from rlhfkit.runtime.dist import all_reduce_sum, compute_dtype, make_accelerator, precision
 from rlhfkit.runtime.files import write_jsonl
-from rlhfkit.runtime.metrics import MetricsLog
+from rlhfkit.runtime.metrics import MetricsLog, check_finite
 from rlhfkit.runtime.progress import progress_bar
 from rlhfkit.runtime.training import adamw, step_indices
 
@@ -64,7 +64,7 @@ def eval_loss(model, examples: list[SFTExample], accelerator, *, cfg: SFTConfig,
 def train(cfg: SFTConfig) -> dict[str, Any]:
     # --- setup ---
     cfg.validate()
-    acc = make_accelerator(device=cfg.device)
+    acc = make_accelerator(device=cfg.device, mixed_precision=cfg.mixed_precision)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
     if cfg.batch_size % (world * cfg.grad_accum):
         raise ConfigError(
@@ -88,19 +88,14 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
         raise ConfigError(f"batch_size ({cfg.batch_size}) is larger than the training set ({len(train_set)} examples)")
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * steps_per_epoch)
 
-    model = load_causal_lm(cfg.model, dtype=cfg.dtype, device=str(acc.device), lora=cfg.lora)
+    # fp32 master weights; the prepared model's forward runs under the accelerator's autocast
+    model = load_causal_lm(cfg.model, dtype="float32", device=str(acc.device), lora=cfg.lora)
     optimizer = adamw(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
     model, optimizer = acc.prepare(model, optimizer)
     acc.register_for_checkpointing(scheduler)  # stepped by us once per optimizer step, on every process
 
-    start_step = 0
-    checkpoint = latest_checkpoint(out) if cfg.resume else None
-    if checkpoint is not None:
-        start_step = load_checkpoint(acc, checkpoint)["step"]
-        acc.print(f"resuming from {checkpoint} (step {start_step} of {total_steps})")
-    elif cfg.resume:
-        acc.print(f"resume=true but {out}/checkpoints holds no checkpoint; starting from step 0")
+    start_step, checkpoint = resume_state(acc, out, resume=cfg.resume, total=total_steps, unit="step")
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
@@ -140,12 +135,12 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
 
             loss = (all_reduce_sum(acc, nll_sum) / n_targets).item()
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {loss} at step {step + 1}; lower learning_rate "
-                    f"(now {cfg.learning_rate}) or check the data. Last good checkpoint: "
-                    f"{latest_checkpoint(out)}"
-                )
+            check_finite(
+                {"training loss": loss},
+                what=f"at step {step + 1}",
+                advice=f"Lower learning_rate (now {cfg.learning_rate}) or check the data. Last good checkpoint: "
+                f"{latest_checkpoint(out)}",
+            )
             window_loss, window_steps = window_loss + loss, window_steps + 1
             done = step + 1
             advance(status=f"loss {loss:.4f}")
@@ -172,6 +167,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
         "steps": total_steps,
         "resumed_from_step": start_step,
         "world_size": world,
+        "mixed_precision": precision(acc),
         "train_loss": loss,
         "train_examples": len(train_set),
         "truncated_examples": truncated,
@@ -192,6 +188,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
                     temperature=0.0,
                     batch_size=cfg.eval_batch_size,
                     template=cfg.prompt_template,
+                    dtype=compute_dtype(acc.mixed_precision),
                 )
             ]
             golds = [r.completion for r in eval_records]

@@ -46,3 +46,16 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict[
 def load_checkpoint(accelerator, path: Path) -> dict[str, Any]:
     accelerator.load_state(str(path))
     return json.loads((path / "state.json").read_text())
+
+
+def resume_state(accelerator, output_dir: str | Path, *, resume: bool, total: int, unit: str):
+    """(step to start from, the checkpoint's state.json or None): the newest checkpoint's models, optimizers,
+    schedulers and RNG states are loaded into the prepared objects when `resume` is set and one exists."""
+    checkpoint = latest_checkpoint(output_dir) if resume else None
+    if checkpoint is None:
+        if resume:
+            accelerator.print(f"resume=true but {output_dir}/checkpoints holds no checkpoint; starting from {unit} 0")
+        return 0, None
+    state = load_checkpoint(accelerator, checkpoint)
+    accelerator.print(f"resuming from {checkpoint} ({unit} {state['step']} of {total})")
+    return state["step"], state

@@ -49,3 +49,21 @@ class MetricsLog:
     def summary(self, summary: dict[str, Any]) -> None:
         if self.enabled:
             write_json(self.path.with_name("metrics.json"), {k: _clean(v) for k, v in summary.items()})
+
+
+def check_finite(row: dict[str, Any], *, what: str, advice: str, ignore: tuple[str, ...] = ()) -> None:
+    """Stop a diverged run with a message naming what became NaN/inf, where, and what to try."""
+    bad = [k for k, v in row.items() if k not in ignore and isinstance(v, (int, float)) and not math.isfinite(float(v))]
+    if bad:
+        raise FloatingPointError(f"{', '.join(bad)} became NaN/inf {what}; stopping. {advice}")
+
+
+def mean_of_tenths(rows: list[dict[str, Any]], **keys: str) -> dict[str, float]:
+    """{name_first_tenth, name_last_tenth} for each name=key: the mean of `key` over the first and the last tenth
+    of the rows (at least one row each), the usual way to say whether a run learned."""
+    tenth = max(1, len(rows) // 10)
+    out = {}
+    for name, key in keys.items():
+        out[f"{name}_first_tenth"] = sum(r[key] for r in rows[:tenth]) / tenth
+        out[f"{name}_last_tenth"] = sum(r[key] for r in rows[-tenth:]) / tenth
+    return out
