@@ -10,11 +10,14 @@ from torch import Tensor
 def logprobs_from_logits(logits: Tensor, labels: Tensor, *, temperature: float = 1.0) -> Tensor:
     """Log-probability of each label under `logits / temperature`.
 
-    logits: (..., V), labels: (...) -> (...). Uses log_softmax + gather, never a full softmax copy kept around.
+    logits: (..., V), labels: (...) -> (...). Logits are cast to fp32 before the division: bf16 logits divided in
+    bf16 round differently from the same logits divided in fp32, and logprobs that are compared (policy vs
+    reference, old vs new) must come from the same arithmetic. Uses log_softmax + gather.
     """
+    logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature
-    logp = F.log_softmax(logits.float(), dim=-1)
+    logp = F.log_softmax(logits, dim=-1)
     return logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
 
 

@@ -74,3 +74,23 @@ def test_fast_decoder_greedy_equals_hf_generate(kind):
     slow = sample(model, query, mask, max_new_tokens=24, eos_id=-1, pad_id=0, temperature=0.0, fast=False)
     assert torch.equal(slow.tokens, hf)
     torch.testing.assert_close(ours.logprobs, slow.logprobs, rtol=0, atol=1e-5)
+
+
+def test_generate_answers_runs_the_rollout_sampler_and_agrees_with_hf_generate(tiny_lm, monkeypatch):
+    """`rlhf generate`, SFT's gold metrics and the pipeline sample with the sampler PPO rolls out with; HF
+    `generate` is the fallback and the oracle."""
+    import rlhfkit.models.generate as gen
+    from rlhfkit.models.load import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(str(tiny_lm), padding_side="left")
+    model = load_causal_lm(str(tiny_lm), device="cpu")
+    calls = []
+    monkeypatch.setattr(gen, "sample", lambda *a, **kw: calls.append(1) or sample(*a, **kw))
+    prompts = ["Where is the HR department in Boston?", "When is payday?", "hi"]
+    ours = gen.generate_answers(model, tok, prompts, num_samples=2, max_new_tokens=12, batch_size=4)
+    assert calls and len(ours) == 3 and all(len(a) == 2 and a[0] == a[1] for a in ours)
+    assert ours == gen.generate_answers(model, tok, prompts, num_samples=2, max_new_tokens=12, sampler="hf")
+    sampled = gen.generate_answers(model, tok, prompts, num_samples=3, temperature=1.0, seed=0, max_new_tokens=12)
+    assert sampled == gen.generate_answers(
+        model, tok, prompts, num_samples=3, temperature=1.0, seed=0, max_new_tokens=12
+    )

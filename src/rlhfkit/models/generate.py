@@ -1,4 +1,5 @@
-"""Batched answer generation with Hugging Face `generate` (temperature 0 = greedy)."""
+"""Batched answers to prompts with the project's sampler (the one PPO rolls out with; temperature 0 = greedy).
+`sampler="hf"` takes transformers' `generate` instead, with the same settings."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from rlhfkit.data.collate import pad_left
 from rlhfkit.data.schema import Text
 from rlhfkit.models.load import encode_prompt
+from rlhfkit.models.sampler import hf_sample, sample
 
 
 @torch.no_grad()
@@ -24,41 +26,42 @@ def generate_answers(
     batch_size: int = 16,
     template: str = "chat",
     seed: int | None = None,
+    dtype: torch.dtype | None = None,
+    sampler: str = "rlhfkit",
     on_batch: Callable[[int], None] | None = None,
 ) -> list[list[str]]:
-    """`num_samples` answers per prompt, decoded without special tokens. Prompts are left-padded in batches."""
+    """`num_samples` answers per prompt, decoded without special tokens. Prompts run in batches of `batch_size`
+    sequences (a prompt's samples side by side), left-padded; `dtype` is the compute dtype (None: the weights')."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if seed is not None:
-        torch.manual_seed(seed)
+    if sampler not in ("rlhfkit", "hf"):
+        raise ValueError(f"sampler must be rlhfkit or hf, got {sampler!r}")
+    draw = sample if sampler == "rlhfkit" else hf_sample
     model.eval()
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id
-    sampling = temperature > 0
-    num_samples_run = num_samples if sampling else 1  # greedy answers are identical: compute once, repeat
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    runs = num_samples if temperature > 0 else 1  # greedy answers are identical: compute once, repeat
+    per_batch = max(1, batch_size // runs)
     out: list[list[str]] = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = [encode_prompt(tokenizer, p, template=template) for p in prompts[start : start + batch_size]]
-        input_ids, attention_mask = pad_left(chunk, pad_id=pad_id)
-        width = input_ids.size(1)
-        kwargs = (
-            dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-            if sampling
-            else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
-        )
-        generated = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
+    for start in range(0, len(prompts), per_batch):
+        chunk = [encode_prompt(tokenizer, p, template=template) for p in prompts[start : start + per_batch]]
+        input_ids, attention_mask = pad_left([ids for ids in chunk for _ in range(runs)], pad_id=tokenizer.pad_token_id)
+        samples = draw(
+            model,
+            input_ids.to(device),
+            attention_mask.to(device),
             max_new_tokens=max_new_tokens,
-            num_return_sequences=num_samples_run,
-            pad_token_id=pad_id,
-            eos_token_id=tokenizer.eos_token_id,
-            **kwargs,
+            eos_id=tokenizer.eos_token_id,
+            pad_id=tokenizer.pad_token_id,
+            temperature=temperature,
+            top_p=top_p,
+            generator=generator,
+            dtype=dtype,
         )
-        texts = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+        texts = tokenizer.batch_decode(samples.tokens, skip_special_tokens=True)
         for i in range(len(chunk)):
-            answers = texts[i * num_samples_run : (i + 1) * num_samples_run]
-            out.append(answers * num_samples if not sampling else answers)
+            answers = texts[i * runs : (i + 1) * runs]
+            out.append(answers * num_samples if runs == 1 else answers)
         if on_batch is not None:
             on_batch(len(chunk))
     return out

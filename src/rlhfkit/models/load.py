@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from rlhfkit.config import ConfigError
 from rlhfkit.data.schema import Text
 
 FALLBACK_CHAT_TEMPLATE = (
@@ -54,7 +55,7 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16
         return torch.float32
     if dtype not in _DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of auto, {', '.join(_DTYPES)}")
+        raise ConfigError(f"dtype {dtype!r} is not one of auto, {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
 
 
@@ -119,6 +120,22 @@ def load_causal_lm(
         name_or_path, dtype=pick_dtype(dtype, dev), trust_remote_code=trust_remote_code
     ).to(dev)
     return apply_lora(model, lora, task_type="CAUSAL_LM")
+
+
+def disable_dropout(model) -> None:
+    """Every dropout rate to 0: nn.Dropout modules, the rates transformers copies from the config into modules when
+    it builds them (Llama/Qwen/Mistral attention's `attention_dropout`, OPT's `dropout`, ...), and the config's own
+    fields. PPO needs its rollout and its update to compute the same function."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name, value in list(vars(module).items()):
+            if ("dropout" in name or name.endswith("pdrop")) and isinstance(value, float):
+                setattr(module, name, 0.0)
+        config = getattr(module, "config", None)
+        for name, value in list(vars(config).items()) if config is not None else []:
+            if ("dropout" in name or name.endswith("pdrop")) and isinstance(value, float):
+                setattr(config, name, 0.0)
 
 
 def apply_lora(model, lora: Any, *, task_type: str):

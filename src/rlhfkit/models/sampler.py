@@ -3,11 +3,17 @@ sequence has ended. It returns the sampled tokens' log-probabilities under logit
 PPO optimizes; the top-p cut only decides which tokens may be drawn).
 
 Prompts come left-padded; positions count real tokens only, so a prompt's answer does not depend on how much
-padding its batch needed. HF `generate` is the test oracle: greedy decoding gives the same tokens.
+padding its batch needed. HF `generate` is the test oracle (greedy decoding gives the same tokens) and the fallback
+(`hf_sample`).
+
+Under mixed precision the sampler computes in the compute dtype (`dtype`): the fast decoder casts the weights it
+uses once per call (a copy the size of the model in that dtype, freed afterwards) rather than once per step. Its
+logprobs are the sampler's own; PPO recomputes the ones it compares with a full forward pass (see algorithms/ppo).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
 import torch
@@ -87,21 +93,28 @@ class _HFDecoder:
 _PLAIN_RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm")
 
 
-def _direct(module):
-    """A plain Linear/Embedding/SiLU/RMSNorm as its functional call (skipping nn.Module's call machinery and, for
-    the norm, five of its six operators, which together cost as much as a small step's arithmetic); anything else
-    (LoRA layers) as is."""
+def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if t is None else t.to(dtype)
+
+
+def _direct(module, dtype: torch.dtype):
+    """A plain Linear/Embedding/SiLU/RMSNorm as its functional call on weights in `dtype` (skipping nn.Module's call
+    machinery and, for the norm, five of its six operators, which together cost as much as a small step's
+    arithmetic); anything else (LoRA layers) as is, computed under the caller's autocast."""
     if type(module) is torch.nn.Linear:
-        weight, bias = module.weight, module.bias
+        weight, bias = module.weight.to(dtype), _cast(module.bias, dtype)
         return lambda x: F.linear(x, weight, bias)
     if type(module) is torch.nn.Embedding:
-        weight = module.weight
+        weight = module.weight.to(dtype)
         return lambda ids: F.embedding(ids, weight)
     if type(module) is torch.nn.SiLU or type(module).__name__ == "SiLUActivation":
         return F.silu
     if type(module).__name__ in _PLAIN_RMS_NORMS:
-        weight, eps = module.weight, module.variance_epsilon
-        return lambda x: F.rms_norm(x, (weight.numel(),), weight, eps)
+        weight, eps = module.weight.to(dtype), module.variance_epsilon
+        if dtype == torch.float32:
+            return lambda x: F.rms_norm(x, (weight.numel(),), weight, eps)
+        # transformers normalizes in fp32, rounds, then scales in the low dtype: round where it rounds
+        return lambda x: weight * F.rms_norm(x.float(), (weight.numel(),), None, eps).to(dtype)
     return module
 
 
@@ -118,7 +131,7 @@ class _LlamaDecoder:
     q|k|v and gate|up projections fused (rotate_half folded into the first), one-token steps attend with two small
     matmuls against a precomputed padding bias. Tokens equal HF `generate`'s (tested)."""
 
-    def __init__(self, model, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int):
+    def __init__(self, model, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int, dtype: torch.dtype):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.lm_head, self.inner = base.lm_head, base.model
         cfg = base.config
@@ -127,7 +140,7 @@ class _LlamaDecoder:
         self.capacity = prompt_len + max_new_tokens
         self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, attn.head_dim
         shape = (batch, self.kv_heads, self.capacity, self.head_dim)
-        dtype, device = self.lm_head.weight.dtype, input_ids.device
+        self.dtype, device = dtype, input_ids.device
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in self.inner.layers]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in self.inner.layers]
         self.valid = torch.zeros((batch, self.capacity), dtype=torch.bool, device=device)
@@ -135,7 +148,7 @@ class _LlamaDecoder:
         self.valid[:, prompt_len:] = True  # every generated position holds a real key (HF generate's mask too)
         # additive attention bias of one-token steps, -inf on the prompt's padding, per (sequence, key/value head)
         # pair: the batch dimension of the step's batched matmuls
-        bias = torch.zeros((batch, 1, self.capacity), dtype=dtype, device=device)
+        bias = torch.zeros((batch, 1, self.capacity), dtype=torch.float32, device=device)
         bias.masked_fill_(~self.valid[:, None, :], float("-inf"))
         self.bias_bh = bias.repeat_interleave(self.kv_heads, dim=0)
         self.length = 0
@@ -143,16 +156,19 @@ class _LlamaDecoder:
         # Plain linear layers are fused (fewer, larger matmuls); LoRA-wrapped ones are called as is.
         self.fused = [self._fuse(layer) for layer in self.inner.layers]
         self.norms = [
-            (_direct(layer.input_layernorm), _direct(layer.post_attention_layernorm)) for layer in self.inner.layers
+            (_direct(layer.input_layernorm, dtype), _direct(layer.post_attention_layernorm, dtype))
+            for layer in self.inner.layers
         ]
-        self.final_norm = _direct(self.inner.norm)
-        self.embed, self.head = _direct(self.inner.embed_tokens), _direct(self.lm_head)
-        self.o_proj = [_direct(layer.self_attn.o_proj) for layer in self.inner.layers]
-        self.down = [_direct(layer.mlp.down_proj) for layer in self.inner.layers]
-        self.act = [_direct(layer.mlp.act_fn) if hasattr(layer.mlp, "act_fn") else None for layer in self.inner.layers]
+        self.final_norm = _direct(self.inner.norm, dtype)
+        self.embed, self.head = _direct(self.inner.embed_tokens, dtype), _direct(self.lm_head, dtype)
+        self.o_proj = [_direct(layer.self_attn.o_proj, dtype) for layer in self.inner.layers]
+        self.down = [_direct(layer.mlp.down_proj, dtype) for layer in self.inner.layers]
+        self.act = [
+            _direct(layer.mlp.act_fn, dtype) if hasattr(layer.mlp, "act_fn") else None for layer in self.inner.layers
+        ]
         # Rotary tables for every position this call can reach, computed once.
         positions = torch.arange(int(self.position.max()) + max_new_tokens + 1, device=device).unsqueeze(0)
-        cos, sin = self.inner.rotary_emb(self.lm_head.weight[:1].unsqueeze(0), positions)
+        cos, sin = self.inner.rotary_emb(torch.zeros(1, 1, dtype=dtype, device=device), positions)
         self.cos_table, self.sin_table = cos[0], sin[0]
 
     def _fuse(self, layer) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None] | None:
@@ -171,10 +187,10 @@ class _LlamaDecoder:
                 biases += [self._rotate_rows(a.q_proj.bias), self._rotate_rows(a.k_proj.bias)]
         mlp_biases = [mlp.gate_proj.bias, mlp.up_proj.bias]
         return (
-            torch.cat(weights),
-            None if biases[0] is None else torch.cat(biases),
-            torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
-            None if mlp_biases[0] is None else torch.cat(mlp_biases),
+            torch.cat(weights).to(self.dtype),
+            None if biases[0] is None else torch.cat(biases).to(self.dtype),
+            torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).to(self.dtype),
+            None if mlp_biases[0] is None else torch.cat(mlp_biases).to(self.dtype),
         )
 
     def _rotate_rows(self, w: Tensor) -> Tensor:
@@ -228,8 +244,13 @@ class _LlamaDecoder:
             q = q.reshape(-1, self.heads // self.kv_heads, self.head_dim)
             keys = self.keys[i].view(-1, self.capacity, self.head_dim)[:, :end]
             values = self.values[i].view(-1, self.capacity, self.head_dim)[:, :end]
-            scores = torch.baddbmm(self.bias_bh[..., :end], q, keys.transpose(1, 2), alpha=scaling)
-            return torch.bmm(scores.softmax(dim=-1), values).reshape(batch, 1, -1)
+            if self.dtype == torch.float32:
+                scores = torch.baddbmm(self.bias_bh[..., :end], q, keys.transpose(1, 2), alpha=scaling)
+                return torch.bmm(scores.softmax(dim=-1), values).reshape(batch, 1, -1)
+            # bf16/fp16 scores of size ~10 keep 2-3 significant digits, which moves the softmax: score in fp32
+            # as transformers' attention does, then weigh the values in the compute dtype
+            scores = torch.baddbmm(self.bias_bh[..., :end], q.float(), keys.float().transpose(1, 2), alpha=scaling)
+            return torch.bmm(scores.softmax(dim=-1).to(self.dtype), values).reshape(batch, 1, -1)
         keys, values = self.keys[i][:, :, :end], self.values[i][:, :, :end]
         # query i (layout index start + i) sees valid keys up to itself, and always itself (so a padding row
         # never has an empty softmax)
@@ -285,16 +306,23 @@ def sample(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
     fast: bool = True,
+    dtype: torch.dtype | None = None,
 ) -> Samples:
     """Sample up to max_new_tokens for each left-padded prompt. temperature 0 is greedy. `fast` uses the
-    preallocated-cache decoder for Llama-family models (others always take transformers' cache)."""
+    preallocated-cache decoder for Llama-family models (others always take transformers' cache). `dtype` is the
+    compute dtype (None: the weights' own); a lower one than the weights' runs under autocast."""
+    weight_dtype = next(model.parameters()).dtype
+    dtype = dtype or weight_dtype
+    device = input_ids.device
+    mixed = dtype != weight_dtype
     # inference mode (no autograd bookkeeping at all) for the loop; the results are copied out of it so that they
     # can be used in training
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype) if mixed else nullcontext():
         batch = input_ids.size(0)
-        device = input_ids.device
-        decoder_cls = _LlamaDecoder if fast and _LlamaDecoder.supports(model) else _HFDecoder
-        decoder = decoder_cls(model, input_ids, attention_mask, max_new_tokens)
+        if fast and _LlamaDecoder.supports(model):
+            decoder = _LlamaDecoder(model, input_ids, attention_mask, max_new_tokens, dtype)
+        else:
+            decoder = _HFDecoder(model, input_ids, attention_mask, max_new_tokens)
         logits = decoder.prefill(input_ids)
         tokens = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
         logprobs = torch.zeros((batch, max_new_tokens), dtype=torch.float32, device=device)
@@ -322,3 +350,66 @@ def sample(
         after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
         mask = (~after_eos).long()
     return Samples(tokens.clone(), logprobs.clone(), mask.clone())
+
+
+@contextmanager
+def _plain_generation_config(model):
+    """`generate` fills every setting left unset from the model's own generation_config (a repetition penalty,
+    top_k, ...), which would make it sample from another distribution than the one we score: swap in a plain one."""
+    from transformers import GenerationConfig
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    saved = base.generation_config
+    base.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        base.generation_config = saved
+
+
+def hf_sample(
+    model,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    *,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+) -> Samples:
+    """The same contract as `sample` through transformers' `generate` (fallback and test oracle): only
+    temperature, top-p, EOS and padding shape the distribution; logprobs under logits / temperature."""
+    from rlhfkit.ops import logprobs_from_logits
+
+    if generator is not None:  # generate draws from the global generator
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    sampling = temperature > 0
+    weight_dtype = next(model.parameters()).dtype
+    mixed = dtype is not None and dtype != weight_dtype
+    with (
+        torch.no_grad(),
+        _plain_generation_config(model),
+        torch.autocast(input_ids.device.type, dtype=dtype) if mixed else nullcontext(),
+    ):
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=sampling,
+            temperature=temperature if sampling else None,
+            top_p=top_p if sampling else None,
+            top_k=0 if sampling else None,
+            pad_token_id=pad_id,
+            eos_token_id=eos_id,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    tokens = out.sequences[:, input_ids.size(1) :]
+    logits = torch.stack(out.logits, dim=1)
+    logprobs = logprobs_from_logits(logits, tokens, temperature=temperature if sampling else 1.0)
+    is_eos = tokens == eos_id
+    mask = ((is_eos.cumsum(dim=1) - is_eos.long()) == 0).long()
+    return Samples(tokens.masked_fill(mask == 0, pad_id), logprobs * mask, mask)
