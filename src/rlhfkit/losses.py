@@ -63,6 +63,15 @@ def rao_kupper_logprobs(r_a: Tensor, r_b: Tensor, *, log_theta: float) -> tuple[
     return log_pa, log_pb, math.log(math.expm1(2 * log_theta)) + log_pa + log_pb
 
 
+def decisive_win_probability(r_a: Tensor, r_b: Tensor, *, tie_model: str, tie_param: float) -> Tensor:
+    """P(a wins | the judgement is not a tie): sigmoid(r_a - r_b) under Bradley-Terry and Davidson (whose win odds
+    are e^{d/2} : e^{-d/2}), P(a) / (P(a) + P(b)) under Rao-Kupper, where the tie threshold changes the odds."""
+    if tie_model == "rao_kupper":
+        log_pa, log_pb, _ = rao_kupper_logprobs(r_a, r_b, log_theta=tie_param)
+        return torch.sigmoid(log_pa - log_pb)
+    return torch.sigmoid(r_a - r_b)
+
+
 def tie_aware_loss(
     r_a: Tensor, r_b: Tensor, p_a: Tensor, p_b: Tensor, p_tie: Tensor, *, tie_model: str, tie_param: float
 ) -> Tensor:

@@ -8,3 +8,8 @@ def thanks(prompts: list[str], responses: list[str]) -> list[float]:
 
 def broken(prompts: list[str], responses: list[str]) -> list[float]:
     return [float("nan")] * len(responses)
+
+
+def brevity(prompts: list[str], responses: list[str]) -> list[float]:
+    """Fewer words score higher: a reward every sample earns differently."""
+    return [-len(r.split()) / 10 for r in responses]

@@ -79,7 +79,10 @@ SHORT = ["batch_size=16", "minibatch_size=8", "max_new_tokens=24", "learning_rat
 def assert_same_rows(a: Path, b: Path, keys: tuple[str, ...]) -> None:
     for ra, rb in zip(metric_rows(a), metric_rows(b), strict=True):
         for k in keys:
-            assert rb[k] == pytest.approx(ra[k], rel=0, abs=1e-5), (ra["step"], k)
+            if isinstance(ra[k], str):  # "nan" (metrics.jsonl spells NaN/inf as strings): equal means the same
+                assert rb[k] == ra[k], (ra["step"], k)
+            else:
+                assert rb[k] == pytest.approx(ra[k], rel=0, abs=1e-5), (ra["step"], k)
 
 
 def assert_reward_rose_with_bounded_kl(out: Path) -> dict:
@@ -295,3 +298,160 @@ def test_ppo_bad_settings_exit_2(ppo_setup):
         ],
     )
     assert res.exit_code == 2 and "cannot import 'nope'" in res.output
+
+
+@pytest.mark.parametrize("mixed_precision", ["fp32", "bf16"])
+def test_before_any_update_the_ratio_is_one_and_the_kl_zero(ppo_setup, mixed_precision):
+    """Old, reference and new logprobs come from one computation (the same forward under the same autocast, cast
+    to fp32, then divided by the temperature): on the first minibatch of the first epoch the ratio is exactly 1,
+    with the reference holding the same weights the KL is exactly 0, and the critic's rollout values are the
+    values its update starts from. In bf16 the sampler's own logprobs differ from a full forward pass."""
+    from contextlib import nullcontext
+
+    from rlhfkit.algorithms.ppo import (
+        policy_loss,
+        response_logprobs,
+        response_values,
+        score_rollout,
+        shuffled_minibatches,
+    )
+    from rlhfkit.config import PPOConfig
+    from rlhfkit.data.collate import pad_left
+    from rlhfkit.models.load import encode_prompt, load_causal_lm, load_tokenizer
+    from rlhfkit.models.reward import RewardFunction
+    from rlhfkit.models.sampler import sample
+    from rlhfkit.models.value import load_value_model
+    from rlhfkit.runtime.dist import autocast, compute_dtype, make_accelerator
+    from tests.integration.ppo_rewards import thanks
+
+    sft = str(ppo_setup / "sft")
+    cfg = PPOConfig(policy=sft, reward_fn="x:y", prompts_file="p", minibatch_size=8, temperature=0.7)
+    acc = make_accelerator(device="cpu", mixed_precision=mixed_precision)
+    tok = load_tokenizer(sft, padding_side="left")
+    policy = load_causal_lm(sft, dtype="float32", device="cpu")
+    reference = load_causal_lm(sft, dtype="float32", device="cpu").eval()
+    critic = load_value_model(sft, pad_token_id=tok.pad_token_id, dtype="float32", device="cpu", zero_head=False)
+    policy, critic = acc.prepare(policy, critic)
+    prompts = [q for q, _ in QA] * 2
+    prompt_ids = [encode_prompt(tok, p) for p in prompts]
+    query, query_mask = pad_left(prompt_ids, pad_id=tok.pad_token_id)
+    samples = sample(
+        acc.unwrap_model(policy),
+        query,
+        query_mask,
+        max_new_tokens=24,
+        eos_id=tok.eos_token_id,
+        pad_id=tok.pad_token_id,
+        temperature=0.7,
+        generator=torch.Generator().manual_seed(0),
+        dtype=compute_dtype(acc.mixed_precision),
+    )
+    with autocast(acc):
+        rollout = score_rollout(
+            samples,
+            query,
+            query_mask,
+            policy=policy,
+            reference=lambda: nullcontext(reference),
+            critic=critic,
+            reward=RewardFunction(thanks, tok),
+            prompts=prompts,
+            prompt_ids=prompt_ids,
+            tokenizer=tok,
+            cfg=cfg,
+            chunk=8,
+            reward_stats=None,
+        )
+        mask = rollout.response_mask.float()
+        assert torch.equal(rollout.logprobs, rollout.ref_logprobs)  # KL exactly 0
+        first = shuffled_minibatches(16, 8, iteration=0, cfg=cfg)[0]
+        context = query.size(1)
+        new, _ = response_logprobs(policy, rollout, first, context=context, temperature=0.7)
+        assert torch.equal(new * mask[first], rollout.logprobs[first])  # ratio exactly 1
+        advantages = torch.randn(mask.shape) * mask
+        _, stats = policy_loss(policy, rollout, advantages, first, context=context, cfg=cfg)
+        assert stats["clipfrac"].item() == 0.0 and stats["approx_kl"].item() == 0.0
+        values = response_values(critic, rollout, first, context=context)
+        assert torch.equal(values * mask[first], rollout.values[first])
+    if mixed_precision == "bf16":  # what the update would have compared with before: the sampler's logprobs
+        assert (samples.logprobs - rollout.logprobs).abs().max() > 1e-3
+
+
+def test_bf16_ppo_run_starts_at_zero_kl(ppo_setup, monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT))
+    out = tmp_path / "bf16"
+    invoke("ppo", *thanks_run(ppo_setup, out), "mixed_precision=bf16", "total_episodes=32", *SHORT)
+    rows = metric_rows(out)
+    assert rows[0]["kl"] == 0.0 and len(rows) == 2
+    assert json.loads((out / "metrics.json").read_text())["mixed_precision"] == "bf16"
+
+
+def test_critic_starts_from_the_reward_model_only_when_it_reads_the_policys_tokens(ppo_setup, tmp_path):
+    """From the reward model, the critic starts in the units PPO's rewards are in (its head folds the reward
+    normalization in); a reward model that cannot read the policy's ids left to right is not a start."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from rlhfkit.algorithms.ppo import critic_start
+    from rlhfkit.config import PPOConfig
+    from rlhfkit.models.load import encode_prompt, load_tokenizer, save_model
+    from rlhfkit.models.reward import PromptResponseScorer, RewardModelScore, load_reward_model, write_stats
+    from rlhfkit.models.value import load_value_model
+
+    sft = str(ppo_setup / "sft")
+    tok = load_tokenizer(sft)
+    rm_dir = tmp_path / "rm"
+    torch.manual_seed(0)
+    save_model(load_reward_model(sft, tokenizer=tok, device="cpu"), tok, rm_dir)
+    write_stats(rm_dir, mean=0.7, std=2.0, count=10)
+    scorer = PromptResponseScorer(load_reward_model(str(rm_dir), tokenizer=tok, device="cpu"), pad_id=tok.pad_token_id)
+    prompt = encode_prompt(tok, QA[0][0])
+    answer = tok(QA[0][1], add_special_tokens=False).input_ids + [tok.eos_token_id]
+    with torch.no_grad():
+        score = scorer([prompt], [answer], [0]).item()
+        critic = load_value_model(
+            str(rm_dir), pad_token_id=tok.pad_token_id, device="cpu", score_stats={"score_mean": 0.7, "score_std": 2.0}
+        )
+        ids = torch.tensor([prompt + answer])
+        values = critic(ids, torch.ones_like(ids), torch.arange(ids.size(1)).unsqueeze(0))
+    assert values[0, -1].item() == pytest.approx((score - 0.7) / 2.0, abs=1e-5)
+
+    cfg = PPOConfig(policy=sft, reward_model=str(rm_dir), prompts_file="p")
+    assert critic_start(cfg, RewardModelScore(scorer, tok, True)) == (
+        str(rm_dir),
+        "the reward model reads the policy's tokens",
+    )
+    src, why = critic_start(cfg, RewardModelScore(scorer, tok, False))
+    assert src == sft and "tokenizer differs" in why
+    bert = BertForSequenceClassification(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    )
+    src, why = critic_start(cfg, RewardModelScore(PromptResponseScorer(bert, pad_id=0), tok, True))
+    assert src == sft and "encoder" in why
+
+
+def test_a_reward_model_with_another_tokenizer_sees_eos_only_after_finished_answers(tiny_lm):
+    from rlhfkit.models.load import load_tokenizer
+    from rlhfkit.models.reward import Responses, RewardModelScore
+
+    tok = load_tokenizer(str(tiny_lm))
+    seen = {}
+
+    def scorer(prompts, answers, owner):
+        seen["answers"] = answers
+        return torch.zeros(len(answers))
+
+    reward = RewardModelScore(scorer, tok, same_tokenizer=False)
+    batch = Responses(
+        prompts=["q1", "q2"], prompt_ids=[[], []], ids=[[], []], texts=["25 days", "25 days"], finished=[True, False]
+    )
+    reward(batch)
+    text_ids = tok("25 days", add_special_tokens=False).input_ids
+    assert seen["answers"] == [text_ids + [tok.eos_token_id], text_ids]
+
+
+def test_missing_eos_penalty_defaults_to_the_rewards_units():
+    from rlhfkit.config import PPOConfig
+
+    assert PPOConfig(reward_model="rm").eos_penalty == 1.0  # one std of the reward model's normalized scores
+    assert PPOConfig(reward_fn="m:f").eos_penalty == 0.0  # unknown scale: off
+    assert PPOConfig(reward_fn="m:f", missing_eos_penalty=0.05).eos_penalty == 0.05

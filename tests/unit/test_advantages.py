@@ -123,11 +123,10 @@ def test_top_p_filter_by_hand():
 
 
 def test_diagnostics_warn_with_likely_causes():
-    from rlhfkit.algorithms.ppo import Diagnostics
-    from rlhfkit.config import PPOConfig
+    from rlhfkit.eval.diagnostics import Diagnostics
 
     said: list[str] = []
-    diag = Diagnostics(PPOConfig(target_kl=0.5), said.append)
+    diag = Diagnostics(target_kl=0.5, learning_rate=1e-5, critic_learning_rate=1e-5, emit=said.append)
     row = dict(kl=0.1, value_explained_variance=0.5, reward_mean=0.0, response_length=10.0, reward_length_corr=0.0)
     assert diag.check(1, row) == [] and said == []
     assert diag.check(2, {**row, "kl": -0.05}) == []  # one slightly negative batch is noise

@@ -1,21 +1,22 @@
 """PPO with a critic and a per-token KL penalty to the reference policy (Ziegler et al. 2019; Ouyang et al. 2022),
 following "The N implementation details of RLHF with PPO" (Huang et al. 2024).
 
-Each iteration: rollout (sample one response per prompt) -> score (reference logprobs, values, task reward) ->
-advantages (KL-shaped token rewards, GAE, whitening) -> update (ppo_epochs over shuffled minibatches of the clipped
-surrogate + clipped value loss) -> log. Dropout is off in every model, so rollout and update see the same policy.
+Each iteration: rollout (sample one response per prompt) -> score (old and reference logprobs, values, task
+reward) -> advantages (KL-shaped token rewards, GAE, whitening) -> update (ppo_epochs over shuffled minibatches:
+the clipped surrogate for the policy, the clipped value loss for the critic) -> log.
+
+Numerics: the logprobs PPO compares (old vs new in the ratio, policy vs reference in the KL) all come from one
+function, `response_logprobs`: the same forward pass under the same autocast, cast to fp32, then divided by the
+temperature, in row chunks of the update's micro-batch size. The sampler's own logprobs are not used: in bf16 a
+KV-cached decode and a full forward differ by up to 0.3 nats per token, a ratio outside the clip range before any
+update. Dropout is off in every model, so rollout and update compute the same function.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,16 +34,28 @@ from rlhfkit.advantages import (
     whiten_advantages,
 )
 from rlhfkit.config import ConfigError, PPOConfig, save_config
+from rlhfkit.data.collate import pad_left
 from rlhfkit.data.io import read_records
+from rlhfkit.eval.diagnostics import Diagnostics
 from rlhfkit.losses import ppo_clip_loss, value_clip_loss
-from rlhfkit.models.load import encode_prompt, format_prompt, load_causal_lm, load_tokenizer, save_model
-from rlhfkit.models.reward import PromptResponseScorer, load_reward_model, pad_left, read_stats
-from rlhfkit.models.sampler import Samples, sample
+from rlhfkit.models.load import disable_dropout, encode_prompt, load_causal_lm, load_tokenizer, save_model
+from rlhfkit.models.reward import (
+    PromptResponseScorer,
+    Responses,
+    RewardFunction,
+    RewardModelScore,
+    is_decoder_only,
+    load_reward_fn,
+    load_reward_model,
+    read_stats,
+    same_vocabulary,
+)
+from rlhfkit.models.sampler import Samples, hf_sample, sample
 from rlhfkit.models.value import load_value_model
 from rlhfkit.ops import entropy_from_logits, logprobs_from_logits, masked_mean, masked_whiten
-from rlhfkit.runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from rlhfkit.runtime.dist import make_accelerator
-from rlhfkit.runtime.metrics import MetricsLog
+from rlhfkit.runtime.checkpoint import latest_checkpoint, resume_state, save_checkpoint
+from rlhfkit.runtime.dist import autocast, compute_dtype, make_accelerator, precision
+from rlhfkit.runtime.metrics import MetricsLog, check_finite, mean_of_tenths
 from rlhfkit.runtime.overlap import SideBySide
 from rlhfkit.runtime.progress import progress_bar
 from rlhfkit.runtime.training import adamw, step_indices
@@ -53,26 +66,28 @@ class Rollout(NamedTuple):
     attention_mask: Tensor  # (B, P + T) 1 on real prompt tokens and on response tokens up to and including EOS
     position_ids: Tensor  # (B, P + T) positions counting real tokens only
     response_mask: Tensor  # (B, T) 1 on response tokens up to and including EOS
-    logprobs: Tensor  # (B, T) sampling policy logprobs (logits / temperature)
+    logprobs: Tensor  # (B, T) policy logprobs before the update (logits / temperature)
     ref_logprobs: Tensor  # (B, T)
     values: Tensor  # (B, T) critic value before each response token
-    scores: Tensor  # (B,) task reward of each full response (after the missing-EOS penalty and normalization)
+    scores: Tensor  # (B,) task reward of each full response, normalized, after the missing-EOS penalty
     raw_scores: Tensor  # (B,) task reward as the reward model / function gave it
 
 
-def response_logits(policy: nn.Module, rollout: Rollout, idx: Tensor, *, context: int, temperature: float) -> Tensor:
-    """Logits / temperature of the policy at the positions that predict each response token of rows `idx`."""
+def response_logprobs(
+    model: nn.Module, rollout: Rollout, idx: Tensor, *, context: int, temperature: float
+) -> tuple[Tensor, Tensor]:
+    """Logprobs of the response tokens of rows `idx` under logits / temperature, and those logits (fp32)."""
     # position t predicts token t + 1: response token i is predicted at context - 1 + i, so only the last T + 1
     # positions need logits (no vocabulary projection over the prompt)
-    keep = rollout.query_response.size(1) - context + 1
-    logits = policy(
+    logits = model(
         input_ids=rollout.query_response[idx],
         attention_mask=rollout.attention_mask[idx],
         position_ids=rollout.position_ids[idx],
         use_cache=False,
-        logits_to_keep=keep,
+        logits_to_keep=rollout.query_response.size(1) - context + 1,
     ).logits
-    return logits[:, :-1].float() / temperature
+    logits = logits[:, :-1].float() / temperature
+    return logprobs_from_logits(logits, rollout.query_response[idx, context:]), logits
 
 
 def response_values(critic: nn.Module, rollout: Rollout, idx: Tensor, *, context: int) -> Tensor:
@@ -81,12 +96,77 @@ def response_values(critic: nn.Module, rollout: Rollout, idx: Tensor, *, context
     return values[:, context - 1 : -1]
 
 
+def in_chunks(fn: Callable[[Tensor], Tensor], rows: int, size: int) -> Tensor:
+    """fn over row chunks of `size` (the update's micro-batch), concatenated."""
+    return torch.cat([fn(torch.arange(i, min(i + size, rows))) for i in range(0, rows, size)])
+
+
+@torch.no_grad()
+def score_rollout(
+    samples: Samples,
+    query: Tensor,
+    query_mask: Tensor,
+    *,
+    policy: nn.Module,
+    reference: Callable[[], Any],
+    critic: nn.Module,
+    reward: Callable[[Responses], Tensor],
+    prompts: list,
+    prompt_ids: list[list[int]],
+    tokenizer,
+    cfg: PPOConfig,
+    chunk: int,
+    reward_stats: dict[str, float] | None,
+) -> Rollout:
+    """Old and reference logprobs, values and task scores of a batch of samples. `reference()` is a context in
+    which `policy` computes as the reference (LoRA: adapters off), or yields a separate reference model."""
+    context = query.size(1)
+    tokens, mask = samples.tokens, samples.mask
+    attention_mask = torch.cat([query_mask, mask], dim=1)
+    partial = Rollout(
+        torch.cat([query, tokens], dim=1),
+        attention_mask,
+        (attention_mask.cumsum(dim=1) - 1).clamp(min=0),
+        mask,
+        *([None] * 5),
+    )
+    rows, kw = tokens.size(0), dict(context=context, temperature=cfg.temperature)
+    policy.eval()
+    critic.eval()
+    logprobs = in_chunks(lambda idx: response_logprobs(policy, partial, idx, **kw)[0], rows, chunk)
+    with reference() as ref_model:
+        ref_logprobs = in_chunks(lambda idx: response_logprobs(ref_model, partial, idx, **kw)[0], rows, chunk)
+    values = in_chunks(lambda idx: response_values(critic, partial, idx, context=context), rows, chunk)
+
+    finished = (tokens == tokenizer.eos_token_id).any(dim=1).cpu()
+    lengths = mask.sum(dim=1).tolist()
+    batch = Responses(
+        prompts=prompts,
+        prompt_ids=prompt_ids,
+        ids=[tokens[i, :n].tolist() for i, n in enumerate(lengths)],
+        texts=tokenizer.batch_decode(tokens.masked_fill(mask == 0, tokenizer.pad_token_id), skip_special_tokens=True),
+        finished=finished.tolist(),
+    )
+    raw = reward(batch).float()
+    scores = raw.clone()
+    if reward_stats is not None:
+        scores = normalize_scores(scores, mean=reward_stats["score_mean"], std=reward_stats["score_std"])
+    scores = torch.where(finished, scores, scores - cfg.eos_penalty)
+    m = mask.float()
+    return partial._replace(
+        logprobs=logprobs * m,
+        ref_logprobs=ref_logprobs * m,
+        values=values * m,
+        scores=scores.to(query.device),
+        raw_scores=raw,
+    )
+
+
 def policy_loss(
     policy: nn.Module, rollout: Rollout, advantages: Tensor, idx: Tensor, *, context: int, cfg: PPOConfig
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped surrogate of rows `idx`, and what to log about it."""
-    logits = response_logits(policy, rollout, idx, context=context, temperature=cfg.temperature)
-    new_logprobs = logprobs_from_logits(logits, rollout.query_response[idx, context:])
+    new_logprobs, logits = response_logprobs(policy, rollout, idx, context=context, temperature=cfg.temperature)
     mask = rollout.response_mask[idx].float()
     loss, clipfrac, approx_kl = ppo_clip_loss(
         new_logprobs, rollout.logprobs[idx], advantages[idx], mask, cliprange=cfg.cliprange
@@ -99,13 +179,13 @@ def policy_loss(
 def value_loss(
     critic: nn.Module, rollout: Rollout, returns: Tensor, idx: Tensor, *, context: int, cfg: PPOConfig
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Clipped value loss of rows `idx` (times vf_coef), and what to log about it."""
+    """Clipped value loss of rows `idx`, and what to log about it."""
     new_values = response_values(critic, rollout, idx, context=context)
     mask = rollout.response_mask[idx].float()
     loss, clipfrac = value_clip_loss(
         new_values, rollout.values[idx], returns[idx], mask, cliprange_value=cfg.cliprange_value
     )
-    return cfg.vf_coef * loss, {"vf_loss": loss, "vf_clipfrac": clipfrac}
+    return loss, {"vf_loss": loss, "vf_clipfrac": clipfrac}
 
 
 def optimize(
@@ -119,9 +199,10 @@ def optimize(
     *,
     grad_accum: int,
     max_grad_norm: float,
-) -> dict[str, list[float]]:
-    """One optimizer step per minibatch of row indices; `loss_fn(rows)` gives a token-mean loss and values to log.
-    Micro-batches weigh by their share of the minibatch's response tokens, so grad_accum does not change the step."""
+) -> dict[str, float]:
+    """One optimizer step per minibatch of row indices; `loss_fn(rows)` gives a token-mean loss and values to log,
+    returned averaged over the micro-batches. Micro-batches weigh by their share of the minibatch's response
+    tokens, so grad_accum does not change the step."""
     module.train()
     logged: dict[str, list[float]] = {}
     for mb in minibatches:
@@ -139,183 +220,74 @@ def optimize(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-    return logged
+    return {k: sum(v) / len(v) for k, v in logged.items()}
 
 
-def disable_dropout(model: nn.Module) -> None:
-    """PPO needs the rollout and the update to see the same function (implementation detail: no dropout)."""
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
-    config = getattr(model, "config", None)
-    for name in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "attn_pdrop", "embd_pdrop"):
-        if config is not None and isinstance(getattr(config, name, None), float):
-            setattr(config, name, 0.0)
+def shuffled_minibatches(rows: int, size: int, *, iteration: int, cfg: PPOConfig) -> list[Tensor]:
+    """ppo_epochs passes over this process's rows, each shuffled into minibatches of `size` rows."""
+    minibatches = []
+    for epoch in range(cfg.ppo_epochs):
+        order = torch.randperm(rows, generator=torch.Generator().manual_seed(cfg.seed + 7919 * iteration + epoch))
+        minibatches += [order[i : i + size] for i in range(0, rows, size)]
+    return minibatches
 
 
-def load_reward_fn(spec: str) -> Callable[[list[str], list[str]], list[float]]:
-    """ "package.module:function" or "path/to/file.py:function"."""
-    module_name, sep, fn_name = spec.rpartition(":")
-    if not sep or not module_name or not fn_name:
-        raise ConfigError(f"reward_fn must look like module:function or file.py:function, got {spec!r}")
-    if module_name.endswith(".py"):
-        path = Path(module_name)
-        if not path.exists():
-            raise ConfigError(f"reward_fn: {path}: no such file")
-        spec_obj = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(spec_obj)  # type: ignore[arg-type]
-        spec_obj.loader.exec_module(module)  # type: ignore[union-attr]
-    else:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise ConfigError(f"reward_fn: cannot import {module_name!r}: {e}") from e
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise ConfigError(f"reward_fn: {module_name} has no function {fn_name!r}")
-    return fn
-
-
-def hf_sample(
-    model,
-    input_ids: Tensor,
-    attention_mask: Tensor,
+def update(
+    acc,
+    side: SideBySide,
+    rollout: Rollout,
+    advantages: Tensor,
+    returns: Tensor,
     *,
-    max_new_tokens: int,
-    eos_id: int,
-    pad_id: int,
-    temperature: float,
-    top_p: float,
-    generator: torch.Generator | None = None,
-) -> Samples:
-    """The transformers `generate` path (fallback and oracle); log-probabilities from its scores."""
-    if generator is not None:
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-    out = model.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        max_new_tokens=max_new_tokens,
-        do_sample=temperature > 0,
-        temperature=temperature if temperature > 0 else None,
-        top_p=top_p if temperature > 0 else None,
-        top_k=0 if temperature > 0 else None,
-        pad_token_id=pad_id,
-        eos_token_id=eos_id,
-        output_logits=True,
-        return_dict_in_generate=True,
-    )
-    tokens = out.sequences[:, input_ids.size(1) :]
-    logits = torch.stack(out.logits, dim=1).float()
-    logprobs = logprobs_from_logits(logits, tokens, temperature=temperature if temperature > 0 else 1.0)
-    is_eos = tokens == eos_id
-    mask = ((is_eos.cumsum(dim=1) - is_eos.long()) == 0).long()
-    return Samples(tokens.masked_fill(mask == 0, pad_id), logprobs * mask, mask)
+    policy: tuple[nn.Module, torch.optim.Optimizer, Any],
+    critic: tuple[nn.Module, torch.optim.Optimizer, Any],
+    minibatches: list[Tensor],
+    context: int,
+    cfg: PPOConfig,
+) -> dict[str, float]:
+    """Update the policy (clipped surrogate) and the critic (clipped value loss) over the same minibatches; each
+    is (model, optimizer, scheduler). On a CPU the two run side by side (`side`)."""
+    mask = rollout.response_mask.float()
+    steps = dict(minibatches=minibatches, mask=mask, grad_accum=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm)
+    (policy_model, *_), (critic_model, *_) = policy, critic
+
+    def update_policy() -> dict[str, float]:
+        loss = lambda idx: policy_loss(policy_model, rollout, advantages, idx, context=context, cfg=cfg)  # noqa: E731
+        return optimize(acc, *policy, loss, **steps)
+
+    def update_critic() -> dict[str, float]:
+        loss = lambda idx: value_loss(critic_model, rollout, returns, idx, context=context, cfg=cfg)  # noqa: E731
+        return optimize(acc, *critic, loss, **steps)
+
+    policy_stats, critic_stats = side.run(update_policy, update_critic)
+    return {**policy_stats, **critic_stats}
 
 
-@dataclass
-class RewardSource:
-    """The task reward: a reward model (scored on token ids) or a Python function (scored on text)."""
-
-    scorer: PromptResponseScorer | None
-    fn: Callable[[list[str], list[str]], list[float]] | None
-    same_tokenizer: bool
-    tokenizer: Any
-    stats: dict[str, float] | None
-
-    @torch.no_grad()
-    def __call__(
-        self, prompts: list, prompt_ids: list[list[int]], responses: list[list[int]], texts: list[str], *, template: str
-    ) -> Tensor:
-        if self.fn is not None:
-            as_text = [
-                p if isinstance(p, str) else format_prompt(self.tokenizer, p, template=template) for p in prompts
-            ]
-            scores = self.fn(as_text, texts)
-            if len(scores) != len(texts):
-                raise ValueError(f"reward_fn returned {len(scores)} scores for {len(texts)} responses")
-            return torch.tensor([float(s) for s in scores])
-        if not self.same_tokenizer:  # a reward model with its own vocabulary: re-encode the text
-            prompt_ids = [encode_prompt(self.tokenizer, p, template=template) for p in prompts]
-            responses = [
-                self.tokenizer(t, add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id] for t in texts
-            ]
-        return self.scorer(prompt_ids, responses, list(range(len(responses)))).cpu()
-
-
-def make_reward_source(cfg: PPOConfig, policy_tokenizer, device) -> RewardSource:
+def load_reward(cfg: PPOConfig, policy_tokenizer, device, *, dtype: str):
+    """The task reward (a reward model or a function), and the reward model's score statistics when rewards are
+    normalized with them."""
     if cfg.reward_fn:
-        return RewardSource(None, load_reward_fn(cfg.reward_fn), True, policy_tokenizer, None)
+        return RewardFunction(load_reward_fn(cfg.reward_fn), policy_tokenizer, cfg.prompt_template), None
     tokenizer = load_tokenizer(cfg.reward_model)
-    model = load_reward_model(cfg.reward_model, tokenizer=tokenizer, dtype=cfg.dtype, device=str(device)).eval()
+    model = load_reward_model(cfg.reward_model, tokenizer=tokenizer, dtype=dtype, device=str(device)).eval()
     disable_dropout(model)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    same = (
-        tokenizer.get_vocab() == policy_tokenizer.get_vocab()
-        and tokenizer.eos_token_id == policy_tokenizer.eos_token_id
-    )
+    model.requires_grad_(False)
+    scorer = PromptResponseScorer(model, pad_id=tokenizer.pad_token_id)
+    same = same_vocabulary(tokenizer, policy_tokenizer)
     stats = read_stats(cfg.reward_model) if cfg.normalize_reward else None
-    return RewardSource(PromptResponseScorer(model, pad_id=tokenizer.pad_token_id), None, same, tokenizer, stats)
+    return RewardModelScore(scorer, tokenizer, same, cfg.prompt_template), stats
 
 
-class Diagnostics:
-    """Warnings with their likely cause, each kind at most once every 20 iterations."""
-
-    def __init__(self, cfg: PPOConfig, emit: Callable[[str], None]):
-        self.cfg, self.emit = cfg, emit
-        self.last: dict[str, int] = {}
-        self.history: list[dict[str, float]] = []
-
-    def warn(self, kind: str, it: int, message: str) -> None:
-        if it - self.last.get(kind, -(10**9)) >= 20:
-            self.last[kind] = it
-            self.emit(f"warning [{kind}] iteration {it}: {message}")
-
-    def check(self, it: int, row: dict[str, float]) -> list[str]:
-        self.history.append(row)
-        before = set(self.last.items())
-        kl = row["kl"]
-        recent_kl = sum(r["kl"] for r in self.history[-5:]) / len(self.history[-5:])
-        if recent_kl < -0.05:  # one noisy batch can dip below 0; a run of them cannot
-            self.warn(
-                "negative_kl",
-                it,
-                f"mean KL {recent_kl:.3f} < 0 over the last iterations: the policy gives its own samples lower "
-                "probability than the reference. Likely cause: sampling and scoring disagree (temperature, "
-                "top-p applied to logprobs, dropout on, or padding/positions differ between the passes).",
-            )
-        limit = max(10 * self.cfg.target_kl, 5.0) if self.cfg.target_kl else 5.0
-        if kl > limit:
-            self.warn(
-                "exploding_kl",
-                it,
-                f"KL {kl:.2f} per sequence is far above {limit:.1f}: lower learning_rate "
-                f"(now {self.cfg.learning_rate}), raise kl_coef, or set target_kl for adaptive control.",
-            )
-        if it >= 10 and abs(row["value_explained_variance"]) < 0.05:
-            self.warn(
-                "critic",
-                it,
-                f"value explained variance {row['value_explained_variance']:.3f} is near 0: the "
-                "critic is not predicting returns. Initialise it from the reward model (critic_init=reward) "
-                "or lower the learning rate (the critic's AdamW makes its step size independent of vf_coef).",
-            )
-        if len(self.history) >= 20:
-            first, last = self.history[:5], self.history[-5:]
-            mean = lambda rows, k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
-            if (
-                mean(last, "reward_mean") > mean(first, "reward_mean")
-                and mean(last, "response_length") > 1.5 * mean(first, "response_length")
-                and row.get("reward_length_corr", 0.0) > 0.8
-            ):
-                self.warn(
-                    "length_hacking",
-                    it,
-                    "reward rises while responses get longer and length explains the "
-                    f"reward (correlation {row['reward_length_corr']:.2f}): the reward model may be paying "
-                    "for length. Check samples; add a length penalty or retrain the reward model.",
-                )
-        return [k for k, v in self.last.items() if (k, v) not in before]
+def critic_start(cfg: PPOConfig, reward: Any) -> tuple[str, str]:
+    """Where the critic starts, and why. The reward model is the better start, but only if it reads the policy's
+    tokens left to right: a critic gives a value at every prefix of the policy's own sequence."""
+    if cfg.critic_init == "policy" or not cfg.reward_model:
+        return cfg.policy, "critic_init=policy" if cfg.reward_model else "reward_fn has no model to start from"
+    if not reward.same_tokenizer:
+        return cfg.policy, "the reward model's tokenizer differs from the policy's, so it cannot read the policy's ids"
+    if not is_decoder_only(reward.scorer.model):
+        return cfg.policy, "the reward model is an encoder: it sees the whole text, not each prefix"
+    return cfg.reward_model, "the reward model reads the policy's tokens"
 
 
 def train(
@@ -325,7 +297,7 @@ def train(
     and every `eval_every` iterations (and at the end); what it returns is logged in that iteration's row."""
     # --- setup ---
     cfg.validate()
-    acc = make_accelerator(device=cfg.device)
+    acc = make_accelerator(device=cfg.device, mixed_precision=cfg.mixed_precision)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
     if cfg.batch_size % world or cfg.minibatch_size % world or (cfg.minibatch_size // world) % cfg.grad_accum:
         raise ConfigError(
@@ -343,168 +315,165 @@ def train(
         raise ConfigError(f"{cfg.prompts_file}: {len(prompts)} prompts, fewer than batch_size ({cfg.batch_size})")
     prompt_ids = [encode_prompt(tokenizer, p, template=cfg.prompt_template)[-cfg.max_prompt_length :] for p in prompts]
 
-    policy = load_causal_lm(cfg.policy, dtype=cfg.dtype, device=str(acc.device), lora=cfg.lora)
+    # Policy, reference and critic hold fp32 weights and compute under the accelerator's autocast; the frozen reward
+    # model may be held in the compute dtype. With LoRA the reference is the policy with its adapters off.
+    dtype = compute_dtype(acc.mixed_precision)
+    device = str(acc.device)
+    policy = load_causal_lm(cfg.policy, dtype="float32", device=device, lora=cfg.lora)
     reference = None
-    if cfg.lora.r == 0:  # with LoRA the reference is the same weights with the adapters switched off
-        reference = load_causal_lm(cfg.policy, dtype=cfg.dtype, device=str(acc.device)).eval()
-        for p in reference.parameters():
-            p.requires_grad_(False)
+    if cfg.lora.r == 0:
+        reference = load_causal_lm(cfg.policy, dtype="float32", device=device).eval().requires_grad_(False)
         disable_dropout(reference)
-    critic_src = cfg.reward_model if cfg.critic_init == "reward" and cfg.reward_model else cfg.policy
+    reward, reward_stats = load_reward(cfg, tokenizer, acc.device, dtype=str(dtype).removeprefix("torch."))
+    critic_src, why = critic_start(cfg, reward)
+    if cfg.reward_model and critic_src == cfg.policy:
+        acc.print(f"the critic starts from the policy with a zero head: {why}")
     critic = load_value_model(
-        critic_src, pad_token_id=pad_id, dtype=cfg.dtype, device=str(acc.device), zero_head=critic_src == cfg.policy
+        critic_src,
+        pad_token_id=pad_id,
+        dtype="float32",
+        device=device,
+        zero_head=critic_src == cfg.policy,
+        score_stats=reward_stats if critic_src == cfg.reward_model else None,
     )
     disable_dropout(policy)
     disable_dropout(critic)
-    reward = make_reward_source(cfg, tokenizer, acc.device)
 
     # Policy and critic have their own AdamW (and gradient clipping): given a rollout their updates are independent,
     # so on a CPU they can run side by side.
     iterations = cfg.iterations
-    updates_per_iteration = cfg.ppo_epochs * (cfg.batch_size // cfg.minibatch_size)
-    optimizers, schedulers = [], []
-    for module in (policy, critic):
-        optimizers.append(adamw(module, learning_rate=cfg.learning_rate, weight_decay=0.0, eps=1e-5))
-        schedulers.append(
-            torch.optim.lr_scheduler.LambdaLR(
-                optimizers[-1], lambda u: max(0.0, 1 - u / (iterations * updates_per_iteration))
-            )
-        )
+    updates = iterations * cfg.ppo_epochs * (cfg.batch_size // cfg.minibatch_size)
+    optimizers = [
+        adamw(policy, learning_rate=cfg.learning_rate, weight_decay=0.0, eps=1e-5),
+        adamw(critic, learning_rate=cfg.critic_lr, weight_decay=0.0, eps=1e-5),
+    ]
+    policy_sched, critic_sched = [
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda u: max(0.0, 1 - u / updates)) for opt in optimizers
+    ]
     policy, critic, policy_opt, critic_opt = acc.prepare(policy, critic, *optimizers)
-    acc.register_for_checkpointing(*schedulers)
-    policy_sched, critic_sched = schedulers
+    acc.register_for_checkpointing(policy_sched, critic_sched)
     kl_ctl = (
         AdaptiveKLController(cfg.kl_coef, target=cfg.target_kl, horizon=cfg.kl_horizon)
         if cfg.target_kl
         else FixedKLController(cfg.kl_coef)
     )
+    unwrapped_policy = acc.unwrap_model(policy)
 
-    start = 0
-    checkpoint = latest_checkpoint(out) if cfg.resume else None
-    if checkpoint is not None:
-        state = load_checkpoint(acc, checkpoint)
-        start = state["step"]
+    def reference_model():
+        if reference is not None:
+            return nullcontext(reference)
+        return _adapters_off(unwrapped_policy, policy)
+
+    start, state = resume_state(acc, out, resume=cfg.resume, total=iterations, unit="iteration")
+    if state:
         kl_ctl.load_state_dict(state["kl_ctl"])
-        acc.print(f"resuming from {checkpoint} (iteration {start} of {iterations})")
-    elif cfg.resume:
-        acc.print(f"resume=true but {out}/checkpoints holds no checkpoint; starting from iteration 0")
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-    log = MetricsLog(out, enabled=main, resume_from_step=start if checkpoint else None)
-    diagnostics = Diagnostics(cfg, acc.print)
-    unwrapped_policy, unwrapped_critic = acc.unwrap_model(policy), acc.unwrap_model(critic)
+    log = MetricsLog(out, enabled=main, resume_from_step=start if state else None)
+    diagnostics = Diagnostics(
+        target_kl=cfg.target_kl, learning_rate=cfg.learning_rate, critic_learning_rate=cfg.critic_lr, emit=acc.print
+    )
     local_batch, local_mb = cfg.batch_size // world, cfg.minibatch_size // world
+    sampler = sample if cfg.sampler == "rlhfkit" else hf_sample
 
     # --- loop ---
     overlap = cfg.overlap_critic and acc.device.type == "cpu" and world == 1
     with SideBySide(overlap) as side, progress_bar("ppo", total=iterations, completed=start, enabled=main) as advance:
         for it in range(start, iterations):
             t0 = time.perf_counter()
-            # rollout
+            # 1. rollout: one response per prompt, from the policy as it is now
             chosen = step_indices(it, n=len(prompts), batch_size=cfg.batch_size, seed=cfg.seed)[rank::world]
             query, query_mask = pad_left([prompt_ids[i] for i in chosen], pad_id=pad_id, device=acc.device)
             generator = torch.Generator(device=acc.device).manual_seed(cfg.seed * 100003 + it * world + rank)
             unwrapped_policy.eval()
-            sampler = sample if cfg.sampler == "rlhfkit" else hf_sample
-            with torch.no_grad():
-                samples = sampler(
-                    unwrapped_policy,
-                    query,
-                    query_mask,
-                    max_new_tokens=cfg.max_new_tokens,
-                    eos_id=eos_id,
-                    pad_id=pad_id,
-                    temperature=cfg.temperature,
-                    top_p=cfg.top_p,
-                    generator=generator,
-                )
-            t1 = time.perf_counter()
-
-            # score
-            context = query.size(1)
-            rollout = score_rollout(
-                cfg,
+            samples = sampler(
                 unwrapped_policy,
-                unwrapped_critic,
-                reference,
-                reward,
-                tokenizer,
-                samples,
                 query,
                 query_mask,
-                [prompts[i] for i in chosen],
-                [prompt_ids[i] for i in chosen],
-                context=context,
+                max_new_tokens=cfg.max_new_tokens,
+                eos_id=eos_id,
+                pad_id=pad_id,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                generator=generator,
+                dtype=dtype,
             )
+            t1 = time.perf_counter()
+
+            # 2. score: old and reference logprobs, values, task reward
+            context = query.size(1)
+            with autocast(acc):
+                rollout = score_rollout(
+                    samples,
+                    query,
+                    query_mask,
+                    policy=policy,
+                    reference=reference_model,
+                    critic=critic,
+                    reward=reward,
+                    prompts=[prompts[i] for i in chosen],
+                    prompt_ids=[prompt_ids[i] for i in chosen],
+                    tokenizer=tokenizer,
+                    cfg=cfg,
+                    chunk=local_mb // cfg.grad_accum,
+                    reward_stats=reward_stats,
+                )
             t2 = time.perf_counter()
 
-            # advantages
+            # 3. advantages: KL-shaped token rewards, GAE, whitening
             mask = rollout.response_mask.float()
             kl_tokens = kl_estimate(rollout.logprobs, rollout.ref_logprobs, kind=cfg.kl_estimator) * mask
-            rewards = kl_shaped_rewards(rollout.scores.to(mask.device), kl_tokens, mask, kl_coef=kl_ctl.value)
+            rewards = kl_shaped_rewards(rollout.scores, kl_tokens, mask, kl_coef=kl_ctl.value)
             if cfg.whiten_rewards:
                 rewards = masked_whiten(rewards, mask, shift_mean=False)
             advantages, returns = gae(rewards, rollout.values, mask, gamma=cfg.gamma, lam=cfg.lam)
             advantages = whiten_advantages(advantages, mask)
 
-            # update: ppo_epochs passes over shuffled minibatches, the same ones for policy and critic
-            minibatches = []
-            for epoch in range(cfg.ppo_epochs):
-                shuffle = torch.Generator().manual_seed(cfg.seed + 7919 * it + epoch)
-                order = torch.randperm(local_batch, generator=shuffle)
-                minibatches += [order[i : i + local_mb] for i in range(0, local_batch, local_mb)]
-            common = dict(
-                minibatches=minibatches, mask=mask, grad_accum=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm
+            # 4. update the policy and the critic, over the same shuffled minibatches
+            update_stats = update(
+                acc,
+                side,
+                rollout,
+                advantages,
+                returns,
+                policy=(policy, policy_opt, policy_sched),
+                critic=(critic, critic_opt, critic_sched),
+                minibatches=shuffled_minibatches(local_batch, local_mb, iteration=it, cfg=cfg),
+                context=context,
+                cfg=cfg,
             )
-            policy_loss_fn = partial(policy_loss, policy, rollout, advantages, context=context, cfg=cfg)
-            value_loss_fn = partial(value_loss, critic, rollout, returns, context=context, cfg=cfg)
-            policy_stats, critic_stats = side.run(
-                partial(optimize, acc, policy, policy_opt, policy_sched, policy_loss_fn, **common),
-                partial(optimize, acc, critic, critic_opt, critic_sched, value_loss_fn, **common),
-            )
-            means = {k: sum(v) / len(v) for k, v in {**policy_stats, **critic_stats}.items()}
             t3 = time.perf_counter()
 
-            # log
+            # 5. log
             seq_kl = acc.gather(kl_tokens.sum(dim=1)).mean().item()
             kl_ctl.update(seq_kl, cfg.batch_size)
             done = it + 1
-            lengths = mask.sum(dim=1)
-            raw = acc.gather(rollout.raw_scores.to(acc.device))
-            all_lengths = acc.gather(lengths)
-            row = {
-                "step": done,
-                "episodes": done * cfg.batch_size,
-                "reward_mean": raw.mean().item(),
-                "reward_std": raw.std().item() if raw.numel() > 1 else 0.0,
-                "score_mean": acc.gather(rollout.scores.to(acc.device)).mean().item(),
-                "kl": seq_kl,
-                "kl_coef": kl_ctl.value,
-                **means,  # entropy, clipfrac, approx_kl, pg_loss, vf_loss, vf_clipfrac over the update
-                "value_explained_variance": explained_variance(rollout.values, returns, mask),
-                "response_length": all_lengths.float().mean().item(),
-                "eos_fraction": (rollout.query_response[:, context:] == eos_id).any(dim=1).float().mean().item(),
-                "reward_length_corr": _corr(raw.float(), all_lengths.float()),
-                "learning_rate": policy_sched.get_last_lr()[0],
-                "time_generation": t1 - t0,
-                "time_scoring": t2 - t1,
-                "time_update": t3 - t2,
-            }
-            if not all(
-                math.isfinite(v) for k, v in row.items() if k not in ("reward_length_corr", "value_explained_variance")
-            ):
-                bad = [k for k, v in row.items() if not math.isfinite(v)]
-                raise FloatingPointError(
-                    f"{', '.join(bad)} became NaN/inf at iteration {done}; stopping. The last "
-                    f"good checkpoint is kept: {latest_checkpoint(out)}. Lower learning_rate "
-                    f"(now {cfg.learning_rate}) or check the reward for NaN."
-                )
+            row = iteration_row(
+                acc,
+                rollout,
+                returns,
+                kl=seq_kl,
+                kl_coef=kl_ctl.value,
+                update_stats=update_stats,
+                eos_id=eos_id,
+                context=context,
+                step=done,
+                episodes=done * cfg.batch_size,
+                learning_rate=policy_sched.get_last_lr()[0],
+                times=(t1 - t0, t2 - t1, t3 - t2),
+            )
+            check_finite(
+                row,
+                ignore=("reward_length_corr", "value_explained_variance"),
+                what=f"at iteration {done}",
+                advice=f"The last good checkpoint is kept: {latest_checkpoint(out)}. Lower learning_rate "
+                f"(now {cfg.learning_rate}) or check the reward for NaN.",
+            )
             if evaluate is not None and main and (done % max(eval_every, 1) == 0 or done == iterations or it == 0):
                 unwrapped_policy.eval()
                 row.update(evaluate(done, unwrapped_policy))
-            new_warnings = diagnostics.check(done, row)
-            if new_warnings:
+            if new_warnings := diagnostics.check(done, row):
                 row["warnings"] = new_warnings
             if done % cfg.logging_steps == 0 or done == iterations:
                 log.log(row)
@@ -514,24 +483,16 @@ def train(
 
     # --- save ---
     rows = log.read() if main else []
-    tenth = max(1, len(rows) // 10)
     summary = {
         "iterations": iterations,
         "episodes": iterations * cfg.batch_size,
         "resumed_from_step": start,
         "world_size": world,
+        "mixed_precision": precision(acc),
     }
     if rows:
-        summary.update(
-            {
-                "reward_first_tenth": sum(r["reward_mean"] for r in rows[:tenth]) / tenth,
-                "reward_last_tenth": sum(r["reward_mean"] for r in rows[-tenth:]) / tenth,
-                "kl_last_tenth": sum(r["kl"] for r in rows[-tenth:]) / tenth,
-                "time_generation": sum(r["time_generation"] for r in rows),
-                "time_scoring": sum(r["time_scoring"] for r in rows),
-                "time_update": sum(r["time_update"] for r in rows),
-            }
-        )
+        summary.update(mean_of_tenths(rows, reward="reward_mean", kl="kl"))
+        summary.update({k: sum(r[k] for r in rows) for k in ("time_generation", "time_scoring", "time_update")})
     if main:
         save_model(unwrapped_policy, tokenizer, out, merge_lora=cfg.lora.merge)
         log.summary(summary)
@@ -540,61 +501,62 @@ def train(
     return summary
 
 
+class _adapters_off:
+    """LoRA: the policy with its adapters switched off is the reference (the same base weights, no second copy);
+    `prepared` is the module to call (the accelerator's wrapper, whose forward applies autocast)."""
+
+    def __init__(self, peft_model, prepared: nn.Module):
+        self.peft_model, self.prepared, self.ctx = peft_model, prepared, None
+
+    def __enter__(self) -> nn.Module:
+        self.ctx = self.peft_model.disable_adapter()
+        self.ctx.__enter__()
+        return self.prepared
+
+    def __exit__(self, *exc) -> None:
+        self.ctx.__exit__(*exc)
+
+
+def iteration_row(
+    acc,
+    rollout: Rollout,
+    returns: Tensor,
+    *,
+    kl: float,
+    kl_coef: float,
+    update_stats: dict[str, float],
+    eos_id: int,
+    context: int,
+    step: int,
+    episodes: int,
+    learning_rate: float,
+    times: tuple[float, float, float],
+) -> dict[str, Any]:
+    """One metrics.jsonl row: rollout statistics over every process, update statistics, time split."""
+    mask = rollout.response_mask.float()
+    raw = acc.gather(rollout.raw_scores.to(acc.device))
+    lengths = acc.gather(mask.sum(dim=1))
+    return {
+        "step": step,
+        "episodes": episodes,
+        "reward_mean": raw.mean().item(),
+        "reward_std": raw.std().item() if raw.numel() > 1 else 0.0,
+        "score_mean": acc.gather(rollout.scores).mean().item(),
+        "kl": kl,
+        "kl_coef": kl_coef,
+        **update_stats,  # entropy, clipfrac, approx_kl, pg_loss, vf_loss, vf_clipfrac, averaged over the update
+        "value_explained_variance": explained_variance(rollout.values, returns, mask),
+        "response_length": lengths.mean().item(),
+        "eos_fraction": (rollout.query_response[:, context:] == eos_id).any(dim=1).float().mean().item(),
+        "reward_length_corr": _corr(raw.float(), lengths.float()),
+        "learning_rate": learning_rate,
+        "time_generation": times[0],
+        "time_scoring": times[1],
+        "time_update": times[2],
+    }
+
+
 def _corr(x: Tensor, y: Tensor) -> float:
     if x.numel() < 2 or x.std() == 0 or y.std() == 0:
         return 0.0
     return torch.corrcoef(torch.stack([x, y]))[0, 1].item()
-
-
-@torch.no_grad()
-def score_rollout(
-    cfg: PPOConfig,
-    policy: nn.Module,
-    critic: nn.Module,
-    reference,
-    reward: RewardSource,
-    tokenizer,
-    samples: Samples,
-    query: Tensor,
-    query_mask: Tensor,
-    prompts: list,
-    prompt_ids: list[list[int]],
-    *,
-    context: int,
-) -> Rollout:
-    """Reference logprobs, values and task scores of a batch of samples."""
-    query_response = torch.cat([query, samples.tokens], dim=1)
-    attention_mask = torch.cat([query_mask, samples.mask], dim=1)
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-    responses, mask = samples.tokens, samples.mask
-    policy.eval()
-    critic.eval()
-    keep = query_response.size(1) - context + 1  # logits only where response tokens are predicted
-    inputs = dict(input_ids=query_response, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    if reference is None:  # LoRA: the base weights are the reference
-        with policy.disable_adapter():
-            ref_logits = policy(**inputs, logits_to_keep=keep).logits
-    else:
-        ref_logits = reference(**inputs, logits_to_keep=keep).logits
-    ref_logprobs = logprobs_from_logits(ref_logits[:, :-1], responses, temperature=cfg.temperature)
-    kept = [responses[i, : int(mask[i].sum())].tolist() for i in range(responses.size(0))]
-    texts = tokenizer.batch_decode(responses.masked_fill(mask == 0, tokenizer.pad_token_id), skip_special_tokens=True)
-    raw = reward(prompts, prompt_ids, kept, texts, template=cfg.prompt_template).float()
-    critic_values = critic(query_response, attention_mask, position_ids)[:, context - 1 : -1]
-    scores = raw.clone()
-    if reward.stats is not None:
-        scores = normalize_scores(scores, mean=reward.stats["score_mean"], std=reward.stats["score_std"])
-    if cfg.missing_eos_penalty:
-        has_eos = (responses == tokenizer.eos_token_id).any(dim=1).cpu()
-        scores = torch.where(has_eos, scores, scores - cfg.missing_eos_penalty)
-    return Rollout(
-        query_response,
-        attention_mask,
-        position_ids,
-        mask,
-        samples.logprobs * mask,
-        ref_logprobs * mask,
-        critic_values * mask,
-        scores.to(query.device),
-        raw,
-    )

@@ -25,9 +25,9 @@ from rlhfkit.eval.reward import preference_metrics
 from rlhfkit.losses import plackett_luce, reward_centering, soft_bradley_terry, tie_aware_loss
 from rlhfkit.models.load import load_tokenizer, save_model
 from rlhfkit.models.reward import PromptResponseScorer, load_reward_model, write_stats
-from rlhfkit.runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from rlhfkit.runtime.dist import all_reduce_sum, make_accelerator
-from rlhfkit.runtime.metrics import MetricsLog
+from rlhfkit.runtime.checkpoint import latest_checkpoint, resume_state, save_checkpoint
+from rlhfkit.runtime.dist import all_reduce_sum, make_accelerator, precision
+from rlhfkit.runtime.metrics import MetricsLog, check_finite
 from rlhfkit.runtime.progress import progress_bar
 from rlhfkit.runtime.training import adamw, step_indices
 
@@ -107,12 +107,13 @@ def item_losses(scores: torch.Tensor, items: list[TokenizedItem], cfg: RewardCon
         per = tie_aware_loss(
             r_a, r_b, as_t(p_a), as_t(p_b), as_t(p_t), tie_model=cfg.tie_model, tie_param=cfg.tie_param
         )
-    if cfg.center_coef:
-        per = per + cfg.center_coef * reward_centering(r_a, r_b)
     owner_t = torch.tensor(owner, device=dev)
-    sums = torch.zeros(len(items), dtype=scores.dtype, device=dev).index_add(0, owner_t, per)
     counts = torch.zeros(len(items), dtype=scores.dtype, device=dev).index_add(0, owner_t, torch.ones_like(per))
-    losses = sums / counts
+
+    def per_item(values: torch.Tensor) -> torch.Tensor:  # mean over each item's judgements
+        return torch.zeros(len(items), dtype=scores.dtype, device=dev).index_add(0, owner_t, values) / counts
+
+    losses = per_item(per)
     if cfg.loss == "plackett_luce":
         offset, replaced = 0, []
         for n, t in enumerate(items):
@@ -125,6 +126,8 @@ def item_losses(scores: torch.Tensor, items: list[TokenizedItem], cfg: RewardCon
             losses = losses.clone()
             for n, pl in replaced:
                 losses[n] = pl
+    if cfg.center_coef:  # for every item, whichever likelihood it has
+        losses = losses + cfg.center_coef * per_item(reward_centering(r_a, r_b))
     return losses
 
 
@@ -145,7 +148,10 @@ def evaluate(scorer, items: list[TokenizedItem], *, cfg: RewardConfig) -> dict[s
             all_scores += s
             offset += len(t.answers)
     scorer.train(was_training)
-    return {"eval_loss": loss_sum / max(len(items), 1), **preference_metrics(pairs, all_scores)}
+    return {
+        "eval_loss": loss_sum / max(len(items), 1),
+        **preference_metrics(pairs, all_scores, tie_model=cfg.tie_model, tie_param=cfg.tie_param),
+    }
 
 
 def load_items(path: str, tokenizer, cfg: RewardConfig) -> tuple[list[TokenizedItem], dict[str, int], int]:
@@ -155,10 +161,21 @@ def load_items(path: str, tokenizer, cfg: RewardConfig) -> tuple[list[TokenizedI
     return tokenized, dict(skipped), truncated
 
 
+def ignored_margins(items: list[TokenizedItem], cfg: RewardConfig) -> str | None:
+    """A warning when pairs carry margins that the chosen likelihood does not use (only Bradley-Terry does)."""
+    n = sum(1 for t in items for j in t.item.judgements if j.margin)
+    if n and cfg.tie_model != "none":
+        return (
+            f"warning: {n} pairs carry a margin, which tie_model={cfg.tie_model} does not use; "
+            "set tie_model=none (Bradley-Terry with margin) to train with them"
+        )
+    return None
+
+
 def train(cfg: RewardConfig) -> dict[str, Any]:
     # --- setup ---
     cfg.validate()
-    acc = make_accelerator(device=cfg.device)
+    acc = make_accelerator(device=cfg.device, mixed_precision=cfg.mixed_precision)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
     if cfg.batch_size % (world * cfg.grad_accum):
         raise ConfigError(
@@ -178,20 +195,15 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
         raise ConfigError(f"batch_size ({cfg.batch_size}) is larger than the training set ({len(train_set)} items)")
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * steps_per_epoch)
 
-    model = load_reward_model(cfg.model, tokenizer=tokenizer, dtype=cfg.dtype, device=str(acc.device), lora=cfg.lora)
+    # fp32 master weights; the prepared scorer's forward runs under the accelerator's autocast
+    model = load_reward_model(cfg.model, tokenizer=tokenizer, dtype="float32", device=str(acc.device), lora=cfg.lora)
     model = PromptResponseScorer(model, pad_id=pad_id, shared_prefix=cfg.shared_prefix)
     optimizer = adamw(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
     model, optimizer = acc.prepare(model, optimizer)
     acc.register_for_checkpointing(scheduler)
 
-    start_step = 0
-    checkpoint = latest_checkpoint(out) if cfg.resume else None
-    if checkpoint is not None:
-        start_step = load_checkpoint(acc, checkpoint)["step"]
-        acc.print(f"resuming from {checkpoint} (step {start_step} of {total_steps})")
-    elif cfg.resume:
-        acc.print(f"resume=true but {out}/checkpoints holds no checkpoint; starting from step 0")
+    start_step, checkpoint = resume_state(acc, out, resume=cfg.resume, total=total_steps, unit="step")
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
@@ -199,6 +211,8 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
             acc.print("skipped while building preference items: " + ", ".join(f"{v} {k}" for k, v in skipped.items()))
         if truncated:
             acc.print(f"warning: {truncated} responses were longer than max_length={cfg.max_length} and were cut")
+        if warning := ignored_margins(train_set, cfg):
+            acc.print(warning)
     log = MetricsLog(out, enabled=main, resume_from_step=start_step if checkpoint else None)
 
     # --- loop ---
@@ -227,11 +241,11 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
 
             loss = (all_reduce_sum(acc, loss_sum) / cfg.batch_size).item()
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"reward loss became {loss} at step {step + 1}; lower learning_rate "
-                    f"(now {cfg.learning_rate}). Last good checkpoint: {latest_checkpoint(out)}"
-                )
+            check_finite(
+                {"reward loss": loss},
+                what=f"at step {step + 1}",
+                advice=f"Lower learning_rate (now {cfg.learning_rate}). Last good checkpoint: {latest_checkpoint(out)}",
+            )
             window["loss"] += loss
             window["steps"] += 1
             done = step + 1
@@ -265,6 +279,7 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
         "steps": total_steps,
         "resumed_from_step": start_step,
         "world_size": world,
+        "mixed_precision": precision(acc),
         "train_loss": loss,
         "train_items": len(train_set),
         "skipped": skipped,

@@ -67,15 +67,19 @@ class _Draft:
             self.responses.append(response)
         return self.index[k]
 
-    def add(self, x: Text, y: Text, outcome: str, margin: float | None = None, n: int = 1) -> None:
+    def add(self, x: Text, y: Text, outcome: str, n: int = 1) -> None:
         """outcome: "x", "y" or "tie"; pairs are stored with the smaller index first."""
         i, j = self.idx(x), self.idx(y)
         if i > j:
             i, j = j, i
             outcome = {"x": "y", "y": "x"}.get(outcome, outcome)
         self.counts[(i, j)][{"x": "a", "y": "b", "tie": "tie"}[outcome]] += n
-        if margin is not None:
-            self.margins[(i, j)].append(margin if outcome == "x" else -margin)
+
+    def add_margin(self, x: Text, y: Text, margin: float) -> None:
+        """A pair's margin says how much better x (chosen) is than y, whatever each vote said; it is stored in
+        favour of the response with the smaller index."""
+        i, j = self.idx(x), self.idx(y)
+        self.margins[(min(i, j), max(i, j))].append(margin if i < j else -margin)
 
 
 def build_items(
@@ -123,9 +127,11 @@ def build_items(
                     ("tie", r.votes.get("tie", 0)),
                 ):
                     if n:
-                        d.add(x, y, outcome, r.margin, n)
+                        d.add(x, y, outcome, n)
             else:
-                d.add(x, y, "x", r.margin)
+                d.add(x, y, "x")
+            if r.margin is not None:
+                d.add_margin(x, y, r.margin)
         elif r.label == "both_bad" and both_bad == "drop":
             skipped["both_bad"] += 1
         else:

@@ -2,8 +2,9 @@
 
 - accuracy: share of judgements with a majority for a or b (ties and even splits excluded) where the majority's
   response scores higher; also split by annotator agreement (the majority's share, e.g. 1.0 or 0.67);
-- expected calibration error of sigmoid(r_a - r_b) against the share preferring a (both orientations of each pair
-  are counted, so the orientation in the file does not matter; ties excluded);
+- expected calibration error of the model's P(a wins | not a tie) (sigmoid(r_a - r_b) under Bradley-Terry and
+  Davidson) against the share preferring a among decisive votes (both orientations of each pair are counted, so the
+  orientation in the file does not matter; ties excluded);
 - mean and std of all scores.
 """
 
@@ -14,6 +15,7 @@ from collections import defaultdict
 import torch
 
 from rlhfkit.data.preferences import Judgement
+from rlhfkit.losses import decisive_win_probability
 
 
 def expected_calibration_error(predicted: torch.Tensor, target: torch.Tensor, *, bins: int = 10) -> float:
@@ -29,8 +31,15 @@ def expected_calibration_error(predicted: torch.Tensor, target: torch.Tensor, *,
     return ece.item()
 
 
-def preference_metrics(pairs: list[tuple[float, float, Judgement]], scores: list[float]) -> dict[str, object]:
-    """pairs: (score of a, score of b, judgement); scores: every scored response (for mean/std)."""
+def preference_metrics(
+    pairs: list[tuple[float, float, Judgement]],
+    scores: list[float],
+    *,
+    tie_model: str = "davidson",
+    tie_param: float = 0.0,
+) -> dict[str, object]:
+    """pairs: (score of a, score of b, judgement); scores: every scored response (for mean/std). Calibration
+    compares the share preferring a among decisive votes with the model's P(a wins | not a tie) under tie_model."""
     correct, by_agreement = [], defaultdict(list)
     predicted, target = [], []
     for s_a, s_b, j in pairs:
@@ -39,7 +48,9 @@ def preference_metrics(pairs: list[tuple[float, float, Judgement]], scores: list
             correct.append(ok)
             by_agreement[f"{max(j.p_a, j.p_b) / (j.p_a + j.p_b + j.p_tie):.2f}"].append(ok)
         if j.p_a + j.p_b > 0:
-            q = torch.sigmoid(torch.tensor(s_a - s_b)).item()
+            q = decisive_win_probability(
+                torch.tensor(s_a), torch.tensor(s_b), tie_model=tie_model, tie_param=tie_param
+            ).item()
             y = j.p_a / (j.p_a + j.p_b)
             predicted += [q, 1 - q]
             target += [y, 1 - y]

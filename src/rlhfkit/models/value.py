@@ -6,15 +6,7 @@ import torch
 from torch import nn
 
 from rlhfkit.models.load import pick_device, pick_dtype
-
-
-def scalar_head(seq_cls_model) -> nn.Linear:
-    """The one-output linear head of a sequence-classification model (`score` in Llama-like models)."""
-    for name in ("score", "classifier", "v_head"):
-        head = getattr(seq_cls_model, name, None)
-        if isinstance(head, nn.Linear) and head.out_features == 1:
-            return head
-    raise ValueError(f"{type(seq_cls_model).__name__} has no single-output linear head (score/classifier)")
+from rlhfkit.models.reward import backbone_and_head
 
 
 class ValueModel(nn.Module):
@@ -32,9 +24,19 @@ class ValueModel(nn.Module):
 
 
 def load_value_model(
-    name_or_path: str, *, pad_token_id: int, dtype: str = "auto", device: str = "auto", zero_head: bool = False
+    name_or_path: str,
+    *,
+    pad_token_id: int,
+    dtype: str = "auto",
+    device: str = "auto",
+    zero_head: bool = False,
+    score_stats: dict[str, float] | None = None,
 ) -> ValueModel:
-    """From a reward-model directory (its backbone and head: the usual start) or a causal LM (a fresh head)."""
+    """From a reward-model directory (its backbone and head: the usual start) or a causal LM (a fresh head).
+
+    `zero_head` starts every value at 0 (a fresh head on a causal LM). `score_stats` ({"score_mean", "score_std"})
+    folds the reward normalization PPO applies into the head, w / std and (b - mean) / std, so that a critic
+    started from the reward model predicts in the units of the rewards it is trained on."""
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging
 
@@ -48,9 +50,14 @@ def load_value_model(
     finally:
         logging.set_verbosity(verbosity)
     seq_cls.config.pad_token_id = pad_token_id
-    head = scalar_head(seq_cls)
-    if zero_head:
-        nn.init.zeros_(head.weight)
-        if head.bias is not None:
-            nn.init.zeros_(head.bias)
-    return ValueModel(seq_cls.base_model, head).to(dev)
+    backbone, source = backbone_and_head(seq_cls)
+    head = nn.Linear(source.in_features, 1, bias=True, dtype=source.weight.dtype)  # a bias to fold the mean into
+    with torch.no_grad():
+        if zero_head:
+            head.weight.zero_()
+            head.bias.zero_()
+        else:
+            mean, std = (score_stats["score_mean"], max(score_stats["score_std"], 1e-8)) if score_stats else (0.0, 1.0)
+            head.weight.copy_(source.weight / std)
+            head.bias.fill_(((source.bias.item() if source.bias is not None else 0.0) - mean) / std)
+    return ValueModel(backbone, head).to(dev)
