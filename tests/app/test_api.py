@@ -267,8 +267,9 @@ def test_bad_submissions_are_refused(app, admin, make_user):
 
 def test_text_the_database_cannot_store_is_a_client_error(app, admin, db_url):
     """PostgreSQL text cannot hold NUL (SQLite can): refused with 422 there, never a server error."""
-    pid = admin.post("/api/v1/projects", json={"name": "p"}).json()["id"]
-    res = admin.post(f"/api/v1/projects/{pid}/items", json={"records": [{"prompt": "nul\x00prompt"}]})
+    pid = project_with(admin, [{"prompt": "q", "completion": "draft"}])
+    aid = admin.post(f"/api/v1/projects/{pid}/next").json()["assignment_id"]
+    res = admin.post(f"/api/v1/assignments/{aid}/submit", json={"answer": "an answer", "reason": "nul\x00reason"})
     assert res.status_code == (201 if "postgresql" not in db_url else 422), res.text
     # in a name NUL is a control character, refused on every database (issue 12)
     res = admin.post("/api/v1/users", json={"name": "nul\x00name", "password": "long enough", "role": "annotator"})
