@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -276,8 +278,15 @@ def test_a_vote_after_the_lease_expired_and_the_item_moved_on_is_refused(app, ad
 # --- 5. queue hoarding ---
 
 
-def test_concurrent_next_calls_lease_one_item_per_person(app, admin, make_user):
+def test_concurrent_next_calls_lease_one_item_per_person(app, admin, make_user, monkeypatch):
     pid = project_with(admin, [{"prompt": f"q{i}", "responses": ["a", "b"]} for i in range(30)])
+
+    class SlowShuffle(random.Random):  # widens the window between choosing an item and committing its lease
+        def shuffle(self, x):
+            time.sleep(0.05)
+            super().shuffle(x)
+
+    monkeypatch.setattr(service, "random", SimpleNamespace(Random=SlowShuffle))
     make_user("bob")
     bob = login(app, "bob")
     tabs = [replay(app, bob.cookies, bob.headers["X-CSRF-Token"]) for _ in range(12)]
