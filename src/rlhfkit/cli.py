@@ -307,20 +307,6 @@ def model_import(
 DB_HELP = "Database: a SQLite file path or URL, or postgresql://user@host/db."
 
 
-def _secret_key(db: str) -> str:
-    """RLHFKIT_SECRET_KEY, else a random key kept in a file beside the database (created once, mode 600)."""
-    import os
-    import secrets
-
-    if os.environ.get("RLHFKIT_SECRET_KEY"):
-        return os.environ["RLHFKIT_SECRET_KEY"]
-    path = Path(db).with_suffix(".secret") if "://" not in db else Path(".rlhfkit-annotate.secret")
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
 @annotate_app.command("serve")
 @user_errors
 def annotate_serve(
@@ -328,13 +314,17 @@ def annotate_serve(
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000),
     secure_cookies: bool = typer.Option(False, help="Send the session cookie over HTTPS only (behind TLS)."),
+    forwarded_allow_ips: str | None = typer.Option(
+        None, help="Behind a reverse proxy: its addresses (comma-separated), whose X-Forwarded-For is believed."
+    ),
 ) -> None:
     """Serve the app (migrations are applied on start). Example: rlhf annotate serve --db team.db --port 8000"""
-    import uvicorn
+    from rlhfkit.annotate import server, service
 
-    from rlhfkit.annotate.app import create_app
-
-    uvicorn.run(create_app(db, secret_key=_secret_key(db), secure_cookies=secure_cookies), host=host, port=port)
+    try:
+        server.serve(db, host=host, port=port, secure_cookies=secure_cookies, forwarded_allow_ips=forwarded_allow_ips)
+    except service.ServiceError as e:
+        fail(f"error: {e}")
 
 
 @annotate_app.command("create-user")
@@ -361,6 +351,32 @@ def annotate_create_user(
     typer.echo(f"created {user.role} {user.name}")
 
 
+def _set_disabled(db: str, name: str, *, disabled: bool) -> None:
+    from rlhfkit.annotate import service
+    from rlhfkit.annotate.store import open_db
+
+    with open_db(db)() as s:
+        user = service.find_user(s, name)
+        if user is None:
+            fail(f"error: no user {name!r}")
+        service.set_disabled(s, user, disabled=disabled)
+    typer.echo(f"{'disabled' if disabled else 'enabled'} {user.name}")
+
+
+@annotate_app.command("disable-user")
+@user_errors
+def annotate_disable_user(name: str = typer.Argument(...), db: str = typer.Option("annotate.db", help=DB_HELP)) -> None:
+    """Stop a person: they cannot log in, their sessions end now and their leased items go back to the queue."""
+    _set_disabled(db, name, disabled=True)
+
+
+@annotate_app.command("enable-user")
+@user_errors
+def annotate_enable_user(name: str = typer.Argument(...), db: str = typer.Option("annotate.db", help=DB_HELP)) -> None:
+    """Let a disabled person log in again."""
+    _set_disabled(db, name, disabled=False)
+
+
 @annotate_app.command("import")
 @user_errors
 def annotate_import(
@@ -374,19 +390,18 @@ def annotate_import(
     overlap: int = typer.Option(1, min=1, help="Annotators per item, for a new project."),
 ) -> None:
     """Add tasks: a question becomes a gold-answer task, 2 answers a comparison, 3 or more a ranking."""
-    from sqlalchemy import select
-
     from rlhfkit.annotate import service
-    from rlhfkit.annotate.store import Project, open_db
+    from rlhfkit.annotate.store import open_db
     from rlhfkit.data.io import read_records
 
     data = read_records(file, expect=("sft", "messages", "prompts", "generations", "rankings"))
     with open_db(db)() as s:
-        p = s.scalar(select(Project).where(Project.name == project)) or service.create_project(
-            s, project, overlap=overlap
-        )
-        made = service.import_records(s, p, data.records)
-    typer.echo(f"imported into {project}: " + ", ".join(f"{n} {k}" for k, n in made.items()))
+        try:
+            p = service.find_project(s, project) or service.create_project(s, project, overlap=overlap)
+            made = service.import_records(s, p, data.records)
+        except service.ServiceError as e:
+            fail(f"error: {e}")
+    typer.echo(f"imported into {p.name}: " + ", ".join(f"{n} {k}" for k, n in made.items()))
 
 
 @annotate_app.command("export")
@@ -396,12 +411,13 @@ def annotate_export(
     out: Path = typer.Argument(..., help="Output JSONL (written atomically)."),
     db: str = typer.Option("annotate.db", help=DB_HELP),
     project: str | None = typer.Option(None, help="Only this project."),
+    exclude_flagged: bool = typer.Option(
+        False, help="Leave out judgements flagged unsafe, private_data or incorrect (flags are exported otherwise)."
+    ),
 ) -> None:
     """Write the judgements in the data formats rlhfkit trains on; annotators appear under pseudonyms."""
-    from sqlalchemy import select
-
     from rlhfkit.annotate import service
-    from rlhfkit.annotate.store import Project, open_db
+    from rlhfkit.annotate.store import open_db
     from rlhfkit.runtime.files import write_jsonl
 
     if fmt not in service.EXPORT_FORMATS:
@@ -409,10 +425,10 @@ def annotate_export(
     with open_db(db)() as s:
         p = None
         if project is not None:
-            p = s.scalar(select(Project).where(Project.name == project))
+            p = service.find_project(s, project)
             if p is None:
                 fail(f"error: no project {project!r}")
-        n = write_jsonl(out, service.export(s, p, fmt))
+        n = write_jsonl(out, service.export(s, p, fmt, exclude_flagged=exclude_flagged))
     typer.echo(f"wrote {n} {fmt} records to {out}")
 
 
@@ -422,15 +438,12 @@ def annotate_stats(db: str = typer.Option("annotate.db", help=DB_HELP)) -> None:
     """Progress and agreement (percent agreement, Cohen's and Fleiss' kappa, Krippendorff's alpha) per project."""
     import json
 
-    from sqlalchemy import select
-
     from rlhfkit.annotate import service
-    from rlhfkit.annotate.app import project_stats
-    from rlhfkit.annotate.store import Project, open_db
+    from rlhfkit.annotate.store import open_db
 
     with open_db(db)() as s:
         report = {
-            p.name: {**service.progress(s, p), "agreement": project_stats(s, p)} for p in s.scalars(select(Project))
+            p.name: {**service.progress(s, p), "agreement": service.project_stats(s, p)} for p in service.projects(s)
         }
     typer.echo(json.dumps(report, indent=2))
 

@@ -4,7 +4,13 @@ RLHFKIT_TEST_DATABASE_URL is set (a fresh schema per test run)."""
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -52,9 +58,10 @@ def make_user(app, db_url):
     return make
 
 
-def login(app, name: str) -> TestClient:
-    """A client logged in as `name`, sending its CSRF token on every request."""
-    client = TestClient(app)
+def login(app, name: str, **client_options) -> TestClient:
+    """A client logged in as `name`, sending its CSRF token on every request. `client_options` go to TestClient
+    (e.g. raise_server_exceptions=False to see a 500 as a response, client=(address, port))."""
+    client = TestClient(app, **client_options)
     token = client.get("/api/v1/csrf").json()["csrf_token"]
     res = client.post("/api/v1/login", json={"name": name, "password": PASSWORD}, headers={"X-CSRF-Token": token})
     assert res.status_code == 200, res.text
@@ -66,3 +73,47 @@ def login(app, name: str) -> TestClient:
 def admin(app, make_user):
     make_user("ada", "admin")
     return login(app, "ada")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+RLHF = str(Path(sys.executable).with_name("rlhf"))
+
+
+@contextmanager
+def served(db: str, *options: str):
+    """`rlhf annotate serve` in its own process, as people run it; yields its base URL."""
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [RLHF, "annotate", "serve", "--db", db, "--port", str(port), *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"the server exited with {proc.returncode}: {proc.stdout.read()}")
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start in 60 s"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

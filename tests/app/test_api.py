@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from fastapi.testclient import TestClient
 
 from rlhfkit.data.io import read_records
-from tests.app.conftest import login
+from tests.app.conftest import PASSWORD, login
 
 XSS = ['<script>alert("x")</script>', '<img src=x onerror="alert(1)">']
 
@@ -87,7 +87,7 @@ def test_model_text_comes_back_escaped_and_hidden_details_stay_hidden(app, admin
     make_user("bob")
     bob = login(app, "bob")
     pid = project_with(admin, [{"prompt": "Where is <b>HR</b>?", "responses": XSS}])
-    page = bob.get(f"/projects/{pid}/work")
+    page = bob.post(f"/projects/{pid}/work")  # the Start button: leases an item, then shows it
     assert page.status_code == 200
     html = page.text
     assert "<script>alert" not in html and "<img src=x" not in html
@@ -227,7 +227,9 @@ def test_exports_round_trip_into_rlhf_data_validate(app, admin, make_user, tmp_p
         "compare": {"label": "b"},
         "rank": {"ranks": [2, 1, 2], "flags": ["unsafe"], "reason": "the first is rude"},
     }
+    shown = {}
     while (task := bob.post(f"/api/v1/projects/{pid}/next").json())["assignment_id"]:
+        shown[task["kind"]] = task["responses"]
         assert (
             bob.post(f"/api/v1/assignments/{task['assignment_id']}/submit", json=answers[task["kind"]]).status_code
             == 201
@@ -246,7 +248,8 @@ def test_exports_round_trip_into_rlhf_data_validate(app, admin, make_user, tmp_p
         assert (data.format, len(data)) == (data_format, count), fmt
         assert all(r["annotator"].startswith("ann-") for r in rows)  # pseudonyms, not names
     (rank,) = admin.get(f"/api/v1/projects/{pid}/export?format=rankings").json()
-    assert sorted(zip(rank["responses"], rank["ranks"])) == sorted(zip(rank["responses"], rank["ranks"]))
+    # each response keeps the rank bob gave it where he saw it
+    assert dict(zip(rank["responses"], rank["ranks"])) == dict(zip(shown["rank"], answers["rank"]["ranks"]))
     assert len(rank["ranks"]) == 3 and sorted(rank["ranks"]) == [1, 2, 2]
 
 
@@ -264,10 +267,83 @@ def test_bad_submissions_are_refused(app, admin, make_user):
 
 def test_text_the_database_cannot_store_is_a_client_error(app, admin, db_url):
     """PostgreSQL text cannot hold NUL (SQLite can): refused with 422 there, never a server error."""
-    res = admin.post("/api/v1/users", json={"name": "nul\x00name", "password": "long enough", "role": "annotator"})
+    pid = project_with(admin, [{"prompt": "q", "completion": "draft"}])
+    aid = admin.post(f"/api/v1/projects/{pid}/next").json()["assignment_id"]
+    res = admin.post(f"/api/v1/assignments/{aid}/submit", json={"answer": "an answer", "reason": "nul\x00reason"})
     assert res.status_code == (201 if "postgresql" not in db_url else 422), res.text
+    # in a name NUL is a control character, refused on every database (issue 12)
+    res = admin.post("/api/v1/users", json={"name": "nul\x00name", "password": "long enough", "role": "annotator"})
+    assert res.status_code == 400, res.text
     bad_login = TestClient(app)
     token = bad_login.get("/api/v1/csrf").json()["csrf_token"]
     res = bad_login.post("/api/v1/login", json={"name": "a\x00", "password": "x"}, headers={"X-CSRF-Token": token})
     assert res.status_code == (401 if "postgresql" not in db_url else 422), res.text
     assert admin.get("/api/v1/projects").status_code == 200  # the failed request left the database usable
+
+
+def test_each_persons_ranks_and_labels_map_back_through_the_order_they_saw(app, admin, make_user):
+    """Three people rank and compare by the text they see, each in their own shuffled order: every exported rank and
+    label must belong to the response it was given to."""
+    records = []
+    for i in range(4):
+        records.append(
+            {"prompt": f"rank {i}", "responses": [f"r{i}-{c} rank {r}" for c, r in zip("abcd", (1, 2, 2, 3))]}
+        )
+        records.append({"prompt": f"pair {i}", "responses": [f"p{i} good", f"p{i} bad"]})
+    items = {r["prompt"]: r["responses"] for r in records}
+    pid = project_with(admin, records, overlap=3)
+
+    def deserved(text: str) -> int:
+        return int(text.rsplit(" ", 1)[1])
+
+    shuffled = {}
+    for name in ("bob", "cy", "dee"):
+        make_user(name)
+        client = login(app, name)
+        shuffled[name] = set()
+        while (task := client.post(f"/api/v1/projects/{pid}/next").json())["assignment_id"]:
+            seen = task["responses"]
+            assert sorted(seen) == sorted(items[task["prompt"]])
+            if seen != items[task["prompt"]]:
+                shuffled[name].add(task["kind"])
+            if task["kind"] == "rank":
+                answer = {"ranks": [deserved(t) for t in seen]}
+            else:
+                answer = {"label": "a" if seen[0].endswith("good") else "b"}
+            assert client.post(f"/api/v1/assignments/{task['assignment_id']}/submit", json=answer).status_code == 201
+    assert all(kinds == {"rank", "compare"} for kinds in shuffled.values()), shuffled  # everyone saw shuffles
+
+    rankings = admin.get(f"/api/v1/projects/{pid}/export?format=rankings").json()
+    assert len(rankings) == 12 and len({r["annotator"] for r in rankings}) == 3
+    for row in rankings:
+        assert row["ranks"] == [deserved(t) for t in row["responses"]], row
+    comparisons = admin.get(f"/api/v1/projects/{pid}/export?format=comparisons").json()
+    assert len(comparisons) == 12
+    for row in comparisons:
+        assert row[{"a": "response_a", "b": "response_b"}[row["label"]]].endswith("good"), row
+    pairs = admin.get(f"/api/v1/projects/{pid}/export?format=pairs").json()
+    assert len(pairs) == 12 * 5 + 12  # per ranking: 1>2, 1>2, 1>3, 2>3, 2>3; per comparison: one pair
+    for row in pairs:
+        if row["prompt"].startswith("rank"):
+            assert deserved(row["chosen"]) < deserved(row["rejected"]), row
+        else:
+            assert row["chosen"].endswith("good") and row["rejected"].endswith("bad"), row
+
+
+def test_the_csrf_token_rotates_at_login(app, make_user):
+    make_user("bob")
+    client = TestClient(app)
+    before = client.get("/api/v1/csrf").json()["csrf_token"]
+    res = client.post("/api/v1/login", json={"name": "bob", "password": PASSWORD}, headers={"X-CSRF-Token": before})
+    after = res.json()["csrf_token"]
+    assert res.status_code == 200 and after != before
+    assert client.get("/api/v1/csrf").json()["csrf_token"] == after
+    assert client.post("/api/v1/logout", headers={"X-CSRF-Token": before}).status_code == 403  # the old one is dead
+    # the login form too
+    page = TestClient(app)
+    before = page.get("/api/v1/csrf").json()["csrf_token"]
+    res = page.post("/login", data={"csrf_token": before, "name": "bob", "password": PASSWORD}, follow_redirects=False)
+    assert res.status_code == 303
+    after = page.get("/api/v1/csrf").json()["csrf_token"]
+    assert after != before
+    assert page.post("/logout", data={"csrf_token": before}).status_code == 403

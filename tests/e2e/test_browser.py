@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
+# Only this test catches a page that maps what a person clicked to the wrong answer: in CI (and under `make test`)
+# a missing browser is a failure, not a skip.
+BROWSER_REQUIRED = bool(os.environ.get("CI") or os.environ.get("RLHFKIT_REQUIRE_BROWSER"))
 PASSWORD = "correct horse battery"
 
 
@@ -25,6 +27,11 @@ def free_port() -> int:
 
 @pytest.fixture
 def server(tmp_path):
+    if CHROMIUM is None:
+        message = "Debian's chromium is not installed (make chromium installs it)"
+        if BROWSER_REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message)
     import uvicorn
 
     from rlhfkit.annotate import service

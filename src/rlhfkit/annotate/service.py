@@ -2,25 +2,50 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+import secrets
 import threading
-from collections import Counter
+import unicodedata
+from collections import Counter, defaultdict
+from contextlib import nullcontext
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rlhfkit.annotate.store import KINDS, ROLES, Annotation, Assignment, Item, Project, User, utcnow
+from rlhfkit.annotate.agreement import agreement_report
+from rlhfkit.annotate.store import (
+    KINDS,
+    ROLES,
+    Annotation,
+    Assignment,
+    AuthSession,
+    Instance,
+    Item,
+    Project,
+    User,
+    utcnow,
+)
 
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not a password")
+# argon2 takes 64 MiB and a core per hash: a flood of logins queues here instead of exhausting memory
+HASH_SLOTS = 4
+_hash_slots = threading.BoundedSemaphore(HASH_SLOTS)
 _sqlite_queue_lock = threading.Lock()  # SQLite has no row locks; one lease decision at a time
 LABELS = ("a", "b", "tie", "both_bad")
 FLAGS = ("incorrect", "unsafe", "private_data")
+SESSION_LIFETIME = timedelta(hours=12)
+PASSWORD_RULE = "a password needs at least 8 characters, not your name and not a common password"
+# control, format (bidirectional overrides, zero-width), surrogate, private-use, unassigned, line/paragraph separators
+_UNSAFE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
 
 class ServiceError(ValueError):
@@ -44,40 +69,157 @@ def _add_unique(db: Session, row, conflict: str) -> None:
         raise ServiceError(conflict, 409) from None
 
 
+def name_key(name: str) -> str:
+    """What makes two names the same name: NFKC (full-width and other compatibility forms) and case folding."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name.strip()).casefold())
+
+
+def clean_name(name: str, *, what: str, max_length: int) -> str:
+    """A name as stored (NFKC, trimmed), or a 400 for an empty, long or deceptive one."""
+    name = unicodedata.normalize("NFKC", name).strip()
+    if not 1 <= len(name) <= max_length:
+        raise ServiceError(f"{what} must be 1-{max_length} characters")
+    bad = next((c for c in name if unicodedata.category(c) in _UNSAFE_CATEGORIES), None)
+    if bad is not None:
+        raise ServiceError(f"{what} must not hold control or bidirectional-override characters (U+{ord(bad):04X})")
+    return name
+
+
+@cache
+def _common_passwords() -> frozenset[str]:
+    # zxcvbn ships the most common passwords of public breaches, most frequent first
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(p for p in FREQUENCY_LISTS["passwords"][:10000] if len(p) >= 8)
+
+
+def check_password(name: str, password: str) -> None:
+    if (
+        not 8 <= len(password) <= 1000
+        or name_key(password) == name_key(name)
+        or password.casefold() in _common_passwords()
+    ):
+        raise ServiceError(PASSWORD_RULE)
+
+
 def create_user(db: Session, name: str, password: str, role: str) -> User:
     if role not in ROLES:
         raise ServiceError(f"role must be one of {', '.join(ROLES)}")
-    if not name.strip() or len(name) > 100:
-        raise ServiceError("name must be 1-100 characters")
-    if len(password) < 8:
-        raise ServiceError("password must be at least 8 characters")
-    user = User(name=name.strip(), password_hash=_hasher.hash(password), role=role)
+    name = clean_name(name, what="name", max_length=100)
+    check_password(name, password)
+    user = User(name=name, name_key=name_key(name), password_hash=_hasher.hash(password), role=role)
     _add_unique(db, user, f"user {name!r} exists")
     return user
 
 
+def find_user(db: Session, name: str) -> User | None:
+    """By exact name first (a look-alike kept from before names were normalised), then by normalised name."""
+    return db.scalar(select(User).where(User.name == name)) or db.scalar(
+        select(User).where(User.name_key == name_key(name))
+    )
+
+
+def get_user(db: Session, user_id: int) -> User:
+    user = db.get(User, user_id)
+    if user is None:
+        raise ServiceError("no such user", 404)
+    return user
+
+
 def authenticate(db: Session, name: str, password: str) -> User | None:
-    user = db.scalar(select(User).where(User.name == name))
-    try:
-        _hasher.verify(
-            user.password_hash if user else _DUMMY_HASH, password
-        )  # same work whether or not the user exists
+    user = find_user(db, name)
+    if not _hash_slots.acquire(timeout=30):
+        raise ServiceError("the server is busy; try again in a moment", 503)
+    try:  # same work whether or not the user exists
+        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
         return None
-    return user
+    finally:
+        _hash_slots.release()
+    return None if user is None or user.disabled else user
+
+
+def set_disabled(db: Session, user: User, *, disabled: bool) -> None:
+    """A disabled person cannot log in; disabling ends their sessions and hands their leases back."""
+    user.disabled = disabled
+    if disabled:
+        now = utcnow()
+        db.execute(
+            update(AuthSession)
+            .where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        db.execute(
+            update(Assignment)
+            .where(Assignment.user_id == user.id, Assignment.status == "leased", Assignment.expires_at > now)
+            .values(expires_at=now)
+        )
+    db.commit()
+
+
+# --- sessions ---
+
+
+def instance(db: Session) -> Instance:
+    """This database's id and cookie key (made by migration 0002)."""
+    return db.get(Instance, 1)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def start_session(db: Session, user: User) -> str:
+    """A new session for `user`; the returned token goes into the (signed) cookie."""
+    token = secrets.token_urlsafe(32)
+    db.add(AuthSession(id=_digest(token), user_id=user.id))
+    db.commit()
+    return token
+
+
+def session_user(db: Session, token: str) -> User | None:
+    """The live, enabled person of a live session, or None."""
+    row = db.get(AuthSession, _digest(token))
+    now = utcnow()
+    if row is None or row.revoked_at is not None or now - row.created_at > SESSION_LIFETIME or row.user.disabled:
+        return None
+    if now - row.last_seen_at > timedelta(minutes=1):  # not a write on every request
+        row.last_seen_at = now
+        db.commit()
+    return row.user
+
+
+def end_session(db: Session, token: str) -> None:
+    row = db.get(AuthSession, _digest(token))
+    if row is not None and row.revoked_at is None:
+        row.revoked_at = utcnow()
+        db.commit()
 
 
 # --- projects and items ---
 
 
 def create_project(db: Session, name: str, *, overlap: int = 1, lease_seconds: int = 1800) -> Project:
-    if not name.strip():
-        raise ServiceError("project name is required")
+    name = clean_name(name, what="project name", max_length=200)
     if not 1 <= overlap <= 50 or not 30 <= lease_seconds <= 7 * 24 * 3600:
         raise ServiceError("overlap must be 1-50 and lease_seconds 30-604800")
-    project = Project(name=name.strip(), overlap=overlap, lease_seconds=lease_seconds)
+    project = Project(name=name, name_key=name_key(name), overlap=overlap, lease_seconds=lease_seconds)
     _add_unique(db, project, f"project {name!r} exists")
     return project
+
+
+def find_project(db: Session, name: str) -> Project | None:
+    return db.scalar(select(Project).where(Project.name == name)) or db.scalar(
+        select(Project).where(Project.name_key == name_key(name))
+    )
+
+
+def projects(db: Session) -> list[Project]:
+    return list(db.scalars(select(Project).order_by(Project.id)))
+
+
+def users(db: Session) -> list[User]:
+    return list(db.scalars(select(User).order_by(User.name)))
 
 
 def get_project(db: Session, project_id: int) -> Project:
@@ -98,7 +240,8 @@ def import_records(db: Session, project: Project, records: list) -> Counter:
             db.add(Item(project_id=project.id, kind="gold", prompt=r.prompt, responses=[r.completion]))
             made["gold"] += 1
         elif isinstance(r, (Generations, Ranking)):
-            responses = list(dict.fromkeys(x if isinstance(x, str) else str(x) for x in r.responses))
+            # duplicates dropped; a response given as a message list stays one
+            responses = list({json.dumps(x, sort_keys=True): x for x in r.responses}.values())
             kind = "gold" if len(responses) < 2 else "compare" if len(responses) == 2 else "rank"
             db.add(
                 Item(
@@ -118,54 +261,65 @@ def import_records(db: Session, project: Project, records: list) -> Counter:
 # --- the queue ---
 
 
-def _active(a: Assignment, now) -> bool:
-    return a.status == "leased" and a.expires_at > now
-
-
-def next_assignment(db: Session, project: Project, user: User) -> Assignment | None:
-    """The person's current lease in this project, or a new one on an item that still needs annotators, that they
-    have not done or skipped. Items closest to done come first, so finished labels accumulate."""
-    now = utcnow()
-    current = db.scalar(
+def current_assignment(db: Session, project: Project, user: User) -> Assignment | None:
+    """The person's live lease in this project, if any (reads only)."""
+    return db.scalar(
         select(Assignment)
         .join(Item)
         .where(
             Item.project_id == project.id,
             Assignment.user_id == user.id,
             Assignment.status == "leased",
-            Assignment.expires_at > now,
+            Assignment.expires_at > utcnow(),
         )
     )
-    if current is not None:
-        return current
-    lock = _sqlite_queue_lock if db.get_bind().dialect.name == "sqlite" else None
-    if lock:
-        lock.acquire()
-    try:
-        done = select(func.count()).select_from(Annotation).where(Annotation.item_id == Item.id).scalar_subquery()
-        leased = (
-            select(func.count())
-            .select_from(Assignment)
-            .where(Assignment.item_id == Item.id, Assignment.status == "leased", Assignment.expires_at > now)
-            .scalar_subquery()
+
+
+def _open_items(project: Project, user: User, now, excluded: list[int]):
+    """Items of the project that still need annotators and that the person has not done or skipped, the closest to
+    done first (so finished labels accumulate)."""
+    done = select(func.count()).select_from(Annotation).where(Annotation.item_id == Item.id).scalar_subquery()
+    leased = (
+        select(func.count())
+        .select_from(Assignment)
+        .where(Assignment.item_id == Item.id, Assignment.status == "leased", Assignment.expires_at > now)
+        .scalar_subquery()
+    )
+    mine = select(Assignment.item_id).where(Assignment.user_id == user.id, Assignment.status.in_(("done", "skipped")))
+    return (
+        select(Item)
+        .where(
+            Item.project_id == project.id,
+            done + leased < project.overlap,
+            Item.id.not_in(mine),
+            Item.id.not_in(excluded),
         )
-        mine = select(Assignment.item_id).where(
-            Assignment.user_id == user.id, Assignment.status.in_(("done", "skipped"))
-        )
+        .order_by(done.desc(), Item.id)
+    )
+
+
+def has_work(db: Session, project: Project, user: User) -> bool:
+    """Whether `next_assignment` would find something now (reads only)."""
+    return db.scalar(_open_items(project, user, utcnow(), []).limit(1)) is not None
+
+
+def next_assignment(db: Session, project: Project, user: User) -> Assignment | None:
+    """The person's live lease in this project, or a new one: one live lease per person and project, decided under
+    the same lock as the lease itself (the SQLite lock, or the person's row locked in PostgreSQL), so concurrent
+    calls from one person cannot hoard items."""
+    postgresql = db.get_bind().dialect.name == "postgresql"
+    with nullcontext() if postgresql else _sqlite_queue_lock:
+        if postgresql:
+            db.execute(select(User.id).where(User.id == user.id).with_for_update())
+        current = current_assignment(db, project, user)
+        if current is not None:
+            db.commit()  # ends the transaction, and so the row lock
+            return current
+        now = utcnow()
         excluded: list[int] = []
         while True:
-            query = (
-                select(Item)
-                .where(
-                    Item.project_id == project.id,
-                    done + leased < project.overlap,
-                    Item.id.not_in(mine),
-                    Item.id.not_in(excluded),
-                )
-                .order_by(done.desc(), Item.id)
-                .limit(1)
-            )
-            if db.get_bind().dialect.name == "postgresql":
+            query = _open_items(project, user, now, excluded).limit(1)
+            if postgresql:
                 query = query.with_for_update(skip_locked=True, of=Item)
             item = db.scalar(query)
             if item is None:
@@ -196,9 +350,6 @@ def next_assignment(db: Session, project: Project, user: User) -> Assignment | N
             db.add(assignment)
         db.commit()
         return assignment
-    finally:
-        if lock:
-            lock.release()
 
 
 def own_assignment(db: Session, assignment_id: int, user: User) -> Assignment:
@@ -216,10 +367,12 @@ def submit(db: Session, assignment: Assignment, data: dict[str, Any]) -> Annotat
         raise ServiceError("already submitted", 409)
     if assignment.status == "skipped":
         raise ServiceError("this item was skipped", 409)
+    if assignment.expires_at <= utcnow():  # the item may have gone to someone else since
+        raise ServiceError("your lease on this item expired, so your answer was not stored; take the next item", 409)
     order = assignment.order
     flags = data.get("flags") or []
-    if not isinstance(flags, list) or any(f not in FLAGS for f in flags):
-        raise ServiceError(f"flags must be a list of {', '.join(FLAGS)}")
+    if not isinstance(flags, list) or any(f not in FLAGS for f in flags) or len(set(flags)) != len(flags):
+        raise ServiceError(f"flags must be a list of distinct flags from {', '.join(FLAGS)}")
     reason = data.get("reason") or ""
     if not isinstance(reason, str) or len(reason) > 2000:
         raise ServiceError("reason must be text of at most 2000 characters")
@@ -315,15 +468,18 @@ def progress(db: Session, project: Project) -> dict[str, Any]:
 # --- export ---
 
 
-def export(db: Session, project: Project | None, fmt: str) -> list[dict[str, Any]]:
-    """Records in the formats of rlhfkit.data (one per person's judgement), with pseudonymous annotator ids."""
+def export(db: Session, project: Project | None, fmt: str, *, exclude_flagged: bool = False) -> list[dict[str, Any]]:
+    """Records in the formats of rlhfkit.data (one per person's judgement), with pseudonymous annotator ids and the
+    person's flags; `exclude_flagged` leaves out every judgement with a flag."""
     query = select(Annotation).join(Item).order_by(Annotation.id)
     if project is not None:
         query = query.where(Item.project_id == project.id)
     rows: list[dict[str, Any]] = []
     for ann in db.scalars(query):
+        if exclude_flagged and ann.flags:
+            continue
         item, who = ann.item, ann.user.pseudonym
-        extra = {"annotator": who}
+        extra = {"annotator": who, "flags": list(ann.flags)}
         if fmt == "sft" and ann.kind == "gold":
             rows.append({"prompt": item.prompt, "completion": ann.payload["answer"], **extra})
         elif fmt == "comparisons" and ann.kind == "compare":
@@ -368,6 +524,20 @@ def export(db: Session, project: Project | None, fmt: str) -> list[dict[str, Any
                                 }
                             )
     return rows
+
+
+def project_stats(db: Session, project: Project) -> dict[str, Any]:
+    """Agreement on the project's A/B comparisons, by item."""
+    units: dict[int, dict[str, str]] = defaultdict(dict)
+    rows = db.execute(
+        select(Annotation.item_id, User.pseudonym, Annotation.payload)
+        .join(User)
+        .join(Item)
+        .where(Item.project_id == project.id, Annotation.kind == "compare")
+    )
+    for item_id, who, payload in rows:
+        units[item_id][who] = payload["label"]
+    return agreement_report(units)
 
 
 EXPORT_FORMATS = ("sft", "pairs", "comparisons", "rankings")

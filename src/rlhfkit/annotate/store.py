@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     ForeignKey,
     Integer,
@@ -34,20 +36,47 @@ class Base(DeclarativeBase):
     pass
 
 
+class Instance(Base):
+    """One row: this database's own id (named in every session cookie) and the key that signs its cookies, so two
+    instances never accept each other's cookies. Both are made by the migration that adds the table."""
+
+    __tablename__ = "instance"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    database_id: Mapped[str] = mapped_column(String(64))
+    secret_key: Mapped[str] = mapped_column(String(128))
+
+
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = {"sqlite_autoincrement": True}  # a deleted person's id is never given to someone else
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
+    name_key: Mapped[str] = mapped_column(String(400), unique=True)  # NFKC, case-folded: "Bob" and "ｂｏｂ" are bob
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(20))
     pseudonym: Mapped[str] = mapped_column(String(40), unique=True, default=lambda: f"ann-{secrets.token_hex(4)}")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AuthSession(Base):
+    """A login. The cookie holds a random token; only its SHA-256 is stored, so a copy of the database opens no
+    session. Logout and disabling a person set revoked_at."""
+
+    __tablename__ = "auth_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the cookie's token
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    user: Mapped[User] = relationship()
 
 
 class Project(Base):
     __tablename__ = "projects"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    name_key: Mapped[str] = mapped_column(String(800), unique=True)
     overlap: Mapped[int] = mapped_column(Integer, default=1)  # annotators needed per item
     lease_seconds: Mapped[int] = mapped_column(Integer, default=1800)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -135,8 +164,20 @@ def migrate(url: str) -> None:
     command.upgrade(cfg, "head")
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite database, or None for another database (or SQLite in memory)."""
+    url = normalize_url(url)
+    if not url.startswith("sqlite:///") or url in ("sqlite:///", "sqlite:///:memory:"):
+        return None
+    return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+
+
 def open_db(url: str):
-    """Migrate, then return a session factory."""
+    """Migrate, then return a session factory. A new SQLite file is created readable by its owner only (it holds
+    password hashes and the cookie key); SQLite gives its -wal and -shm files the same mode."""
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     migrate(url)
     return sessionmaker(make_engine(url), expire_on_commit=False)
 

@@ -1,0 +1,36 @@
+"""`rlhf annotate serve`: one server process per SQLite file (a lock file says so), any number on PostgreSQL."""
+
+from __future__ import annotations
+
+from filelock import FileLock, Timeout
+
+from rlhfkit.annotate.service import ServiceError
+from rlhfkit.annotate.store import sqlite_path
+
+
+def serve(
+    db: str, *, host: str, port: int, secure_cookies: bool = False, forwarded_allow_ips: str | None = None
+) -> None:
+    """Run the app with uvicorn. X-Forwarded-For is believed only from `forwarded_allow_ips` (a reverse proxy's
+    addresses); otherwise the login limiter would take each client's word for its address."""
+    import uvicorn
+
+    from rlhfkit.annotate.app import create_app
+
+    path = sqlite_path(db)
+    # SQLite's queue lock lives in one process: a second server on the same file would over-fill items
+    lock = FileLock(f"{path}.lock", mode=0o600) if path is not None else None
+    if lock is not None:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise ServiceError(
+                f"another rlhf annotate serve uses {path}; SQLite takes one server process (use PostgreSQL for several)"
+            ) from None
+    try:
+        app = create_app(db, secure_cookies=secure_cookies)
+        proxy = {"proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips} if forwarded_allow_ips else {}
+        uvicorn.run(app, host=host, port=port, **({"proxy_headers": False} | proxy))
+    finally:
+        if lock is not None:
+            lock.release()
