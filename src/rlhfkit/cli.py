@@ -218,15 +218,11 @@ def reward_eval(
     import json
 
     from rlhfkit.algorithms.reward import evaluate, load_items
-    from rlhfkit.models.load import load_tokenizer
-    from rlhfkit.models.reward import PromptResponseScorer, load_reward_model
+    from rlhfkit.models.reward import load_scorer
     from rlhfkit.runtime.files import write_json
 
     cfg = _reward_settings(model, [f"eval_batch_size={batch_size}", f"device={device}"])
-    tokenizer = load_tokenizer(model)
-    rm = PromptResponseScorer(
-        load_reward_model(model, tokenizer=tokenizer, device=device), pad_id=tokenizer.pad_token_id
-    )
+    rm, tokenizer = load_scorer(model, device=device)
     items, skipped, _ = load_items(data, tokenizer, cfg)
     metrics = {**evaluate(rm, items, cfg=cfg), "skipped": skipped}
     if out is not None:
@@ -247,41 +243,17 @@ def reward_score(
     `score_chosen`/`score_rejected` for pairs, `score_a`/`score_b` for comparisons."""
     from rlhfkit.algorithms.reward import score_texts
     from rlhfkit.data.io import read_records
-    from rlhfkit.data.schema import Comparison, Generations, PreferencePair, Ranking, SFTRecord
-    from rlhfkit.models.load import load_tokenizer
-    from rlhfkit.models.reward import PromptResponseScorer, load_reward_model
+    from rlhfkit.data.schema import responses_of, with_scores
+    from rlhfkit.models.reward import load_scorer
     from rlhfkit.runtime.files import write_jsonl
 
     cfg = _reward_settings(model, [f"eval_batch_size={batch_size}", f"device={device}"])
-    data = read_records(src)
-    fields = {
-        SFTRecord: ("completion",),
-        PreferencePair: ("chosen", "rejected"),
-        Comparison: ("response_a", "response_b"),
-    }
-    prompts, responses = [], []
-    for r in data.records:
-        texts = list(r.responses) if isinstance(r, (Generations, Ranking)) else [getattr(r, f) for f in fields[type(r)]]
-        prompts += [r.prompt] * len(texts)
-        responses += texts
-    tokenizer = load_tokenizer(model)
-    rm = PromptResponseScorer(
-        load_reward_model(model, tokenizer=tokenizer, device=device), pad_id=tokenizer.pad_token_id
-    )
+    records = read_records(src).records
+    prompts = [r.prompt for r in records for _ in responses_of(r)]
+    responses = [x for r in records for x in responses_of(r)]
+    rm, tokenizer = load_scorer(model, device=device)
     scores = iter(score_texts(rm, tokenizer, prompts, responses, cfg=cfg).tolist())
-    names = {
-        SFTRecord: ("score",),
-        PreferencePair: ("score_chosen", "score_rejected"),
-        Comparison: ("score_a", "score_b"),
-    }
-    rows = []
-    for r in data.records:
-        row = r.to_dict()
-        if isinstance(r, (Generations, Ranking)):
-            row["scores"] = [next(scores) for _ in r.responses]
-        else:
-            row.update({name: next(scores) for name in names[type(r)]})
-        rows.append(row)
+    rows = [with_scores(r, [next(scores) for _ in responses_of(r)]) for r in records]
     n = write_jsonl(dst, rows)
     typer.echo(f"scored {len(responses)} responses of {n} records into {dst}")
 

@@ -1,6 +1,8 @@
 """One dataclass per command. YAML file first, then dotted `key=value` overrides; unknown keys are rejected.
 
 Each field is documented once, by the string literal under it; `field_docs` reads those strings for `--help`.
+Allowed values are declared in the type (`Literal[...]`) and checked where a config is built; settings several
+commands share live in one base class (`RunSettings`), so they are declared and documented once.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 
@@ -23,10 +25,12 @@ C = TypeVar("C")
 
 
 class ConfigError(ValueError):
-    """A setting is unknown or has a value of the wrong type."""
+    """A setting is unknown, has a value of the wrong type or out of range, or settings contradict each other:
+    the user's input is wrong (the CLI exits with 2 and the message)."""
 
 
-MIXED_PRECISION = ("auto", "fp32", "bf16", "fp16")
+MixedPrecision = Literal["auto", "fp32", "bf16", "fp16"]
+PromptTemplate = Literal["chat", "raw"]
 
 
 @dataclass
@@ -44,8 +48,53 @@ class LoraSettings:
 
 
 @dataclass
-class TrainSettings:
-    """Settings every training command shares (each command's class adds its own)."""
+class RunSettings:
+    """Settings every training command shares; each command's class adds its own (and may change a default)."""
+
+    at_least_one: ClassVar[tuple[str, ...]] = ("batch_size", "grad_accum", "logging_steps")
+
+    output_dir: str = "runs/out"
+    """Where the model, config.yaml, metrics.jsonl, metrics.json and checkpoints/ go."""
+    learning_rate: float = 2e-5
+    """Peak learning rate (AdamW)."""
+    batch_size: int = 8
+    """Examples per optimizer step, over all processes and accumulation micro-steps together."""
+    grad_accum: int = 1
+    """Micro-steps each optimizer step is split into (same result, less memory)."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this; 0 turns clipping off."""
+    prompt_template: PromptTemplate = "chat"
+    """"chat": prompts go through the tokenizer's chat template (or the fallback); "raw": used verbatim."""
+    seed: int = 42
+    """Seed for initialisation, data order, dropout and sampling."""
+    logging_steps: int = 10
+    """Write a metrics.jsonl row every N optimizer steps (PPO: iterations)."""
+    save_steps: int = 0
+    """Write a resumable checkpoint every N steps (PPO: iterations); 0 only the final model."""
+    save_total_limit: int = 2
+    """Checkpoints kept in output_dir/checkpoints (the newest)."""
+    resume: bool = False
+    """Continue from the newest checkpoint in output_dir/checkpoints."""
+    mixed_precision: MixedPrecision = "auto"
+    """Compute precision. Weights that train are always fp32 (master weights); "bf16" or "fp16" runs the forward and
+    backward passes under autocast in that type, "fp32" in fp32; "auto" is bf16 on a GPU that supports it, else fp32."""
+    device: str = "auto"
+    """cuda, mps, cpu or auto (first available in that order)."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """LoRA settings (lora.r=0: full fine-tuning)."""
+
+    def validate(self) -> None:
+        """Cross-field checks; types and allowed values were checked when the config was built."""
+        for name in self.at_least_one:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class TrainSettings(RunSettings):
+    """Settings of the commands that train on a data file (SFT, reward model)."""
+
+    at_least_one: ClassVar[tuple[str, ...]] = (*RunSettings.at_least_one, "max_length", "eval_batch_size")
 
     model: str = ""
     """Starting model: a Hugging Face model directory or hub id."""
@@ -53,66 +102,33 @@ class TrainSettings:
     """Training data (JSONL, CSV, .gz or a datasets directory)."""
     eval_file: str = ""
     """Held-out data for evaluation (optional)."""
-    output_dir: str = "runs/out"
-    """Where the model, config.yaml, metrics.jsonl, metrics.json and checkpoints/ go."""
     max_steps: int = -1
     """Optimizer steps to run; -1 derives them from epochs."""
     epochs: float = 3.0
     """Passes over the training data (used when max_steps is -1)."""
     learning_rate: float = 2e-5
     """Peak learning rate (AdamW), reached after warmup, then cosine decay to 0."""
-    batch_size: int = 8
-    """Examples per optimizer step, over all processes and accumulation micro-steps together."""
-    grad_accum: int = 1
-    """Micro-steps each optimizer step is split into (same result, less memory)."""
     warmup_ratio: float = 0.03
     """Share of the steps spent warming the learning rate up linearly from 0."""
     weight_decay: float = 0.0
     """AdamW weight decay (not applied to biases and norms)."""
-    max_grad_norm: float = 1.0
-    """Clip the global gradient norm to this; 0 turns clipping off."""
     max_length: int = 1024
     """Longest prompt + answer in tokens; longer prompts are cut from the left."""
-    prompt_template: str = "chat"
-    """"chat": prompts go through the tokenizer's chat template (or the fallback); "raw": used verbatim."""
-    seed: int = 42
-    """Seed for initialisation, data order and dropout."""
-    logging_steps: int = 10
-    """Write a metrics.jsonl row every N optimizer steps."""
     eval_steps: int = 0
     """Evaluate every N steps; 0 only at the end."""
-    save_steps: int = 0
-    """Write a resumable checkpoint every N steps; 0 only the final model."""
-    save_total_limit: int = 2
-    """Checkpoints kept in output_dir/checkpoints (the newest)."""
-    resume: bool = False
-    """Continue from the newest checkpoint in output_dir/checkpoints."""
-    mixed_precision: str = "auto"
-    """Compute precision. Weights that train are always fp32 (master weights); "bf16" or "fp16" runs the forward and
-    backward passes under autocast in that type, "fp32" in fp32; "auto" is bf16 on a GPU that supports it, else fp32."""
-    device: str = "auto"
-    """cuda, mps, cpu or auto (first available in that order)."""
     eval_batch_size: int = 16
     """Examples per batch when evaluating."""
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    """LoRA settings (lora.r=0: full fine-tuning)."""
 
     def validate(self) -> None:
+        super().validate()
         command = type(self).__name__.removesuffix("Config").lower()
         for name in ("model", "train_file"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} is required, e.g. rlhf {command} {name}=...")
-        if self.prompt_template not in ("chat", "raw"):
-            raise ConfigError(f"prompt_template: {self.prompt_template!r} is not one of chat, raw")
-        for name in ("batch_size", "grad_accum", "max_length", "logging_steps", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size % self.grad_accum:
             raise ConfigError(f"batch_size ({self.batch_size}) must be a multiple of grad_accum ({self.grad_accum})")
         if self.max_steps == 0 or (self.max_steps < 0 and self.epochs <= 0):
             raise ConfigError("set max_steps > 0 or epochs > 0")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ConfigError(f"mixed_precision: {self.mixed_precision!r} is not one of {', '.join(MIXED_PRECISION)}")
 
 
 @dataclass
@@ -143,15 +159,15 @@ class RewardConfig(TrainSettings):
     """Passes over the training data (used when max_steps is -1)."""
     batch_size: int = 16
     """Prompts (preference items) per optimizer step; a K-way ranking is one item with all its pairs."""
-    loss: str = "bt"
+    loss: Literal["bt", "plackett_luce"] = "bt"
     """"bt": Bradley-Terry over every compared pair, averaged per prompt (InstructGPT); "plackett_luce": the
     Plackett-Luce likelihood for items that are one ranking (pairs and comparisons still use the pairwise loss)."""
-    tie_model: str = "davidson"
+    tie_model: Literal["davidson", "rao_kupper", "none"] = "davidson"
     """How ties count: "davidson" or "rao_kupper" (a three-outcome likelihood), or "none" (tie-only judgements
-    are dropped and counted)."""
+    are dropped and counted; pair margins are used only here)."""
     tie_param: float = 0.0
     """log nu for davidson (0: nu = 1); log theta for rao_kupper (must be > 0, e.g. 0.7)."""
-    both_bad: str = "tie"
+    both_bad: Literal["tie", "drop"] = "tie"
     """A "both bad" A/B judgement: "tie" (neither is better) or "drop"."""
     center_coef: float = 0.0
     """Weight of the reward-centering term (r_a + r_b)^2 that keeps scores near zero mean; 0 turns it off."""
@@ -161,21 +177,20 @@ class RewardConfig(TrainSettings):
 
     def validate(self) -> None:
         super().validate()
-        choices = {
-            "loss": ("bt", "plackett_luce"),
-            "tie_model": ("davidson", "rao_kupper", "none"),
-            "both_bad": ("tie", "drop"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if self.tie_model == "rao_kupper" and self.tie_param <= 0:
             raise ConfigError("tie_model=rao_kupper needs tie_param (log theta) > 0, e.g. tie_param=0.7")
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(RunSettings):
     """`rlhf ppo`: policy optimization with PPO, a critic and a per-token KL penalty to the reference policy."""
+
+    at_least_one: ClassVar[tuple[str, ...]] = (
+        *RunSettings.at_least_one,
+        "minibatch_size",
+        "ppo_epochs",
+        "max_new_tokens",
+    )
 
     policy: str = ""
     """The starting policy (usually the SFT model): a model directory or hub id. Also the frozen reference."""
@@ -200,17 +215,17 @@ class PPOConfig:
     """Passes over each rollout batch."""
     minibatch_size: int = 16
     """Responses per PPO update (over all processes); the rollout batch is shuffled into minibatches."""
-    grad_accum: int = 1
-    """Micro-steps each minibatch is split into (same update, less memory)."""
     learning_rate: float = 1e-5
-    """AdamW learning rate for policy and critic, decayed linearly to 0 over the run."""
+    """AdamW learning rate of the policy, decayed linearly to 0 over the run."""
+    critic_learning_rate: float | None = None
+    """AdamW learning rate of the critic, which has its own optimizer and gradient clipping; null: learning_rate."""
     kl_coef: float = 0.05
     """Initial (or fixed) weight beta of the per-token KL penalty -beta * KL_t."""
     target_kl: float = 0.0
     """Adaptive KL control (Ziegler et al.): beta moves so the per-sequence KL approaches this; 0 keeps beta fixed."""
     kl_horizon: int = 10000
     """Episodes over which the adaptive controller closes the gap to target_kl."""
-    kl_estimator: str = "k1"
+    kl_estimator: Literal["k1", "k3"] = "k1"
     """Per-token KL estimate in the penalty: k1 (log ratio, unbiased) or k3 (non-negative, lower variance)."""
     gamma: float = 1.0
     """Discount factor of GAE."""
@@ -220,8 +235,6 @@ class PPOConfig:
     """PPO ratio clip epsilon."""
     cliprange_value: float = 0.2
     """Value clip: the new value stays within this of the rollout value."""
-    critic_learning_rate: float | None = None
-    """AdamW learning rate of the critic, which has its own optimizer and gradient clipping; null: learning_rate."""
     temperature: float = 0.7
     """Sampling temperature; logits are divided by it for every log-probability, in rollout and update alike."""
     top_p: float = 1.0
@@ -234,34 +247,21 @@ class PPOConfig:
     """Divide reward-model scores into units of its training spread (reward_stats.json: (s - mean) / std)."""
     whiten_rewards: bool = False
     """Whiten the token rewards per batch (scale only) before GAE."""
-    critic_init: str = "reward"
-    """Initialise the critic from the reward model ("reward") or the policy ("policy"); with reward_fn: policy."""
-    max_grad_norm: float = 1.0
-    """Clip the global gradient norm; 0 turns clipping off."""
-    prompt_template: str = "chat"
-    """"chat": prompts go through the tokenizer's chat template (or the fallback); "raw": used verbatim."""
-    seed: int = 42
-    """Seed for initialisation, prompt order and sampling."""
+    critic_init: Literal["reward", "policy"] = "reward"
+    """Initialise the critic from the reward model ("reward"; when it cannot read the policy's tokens, or with
+    reward_fn, the policy is used and the run says why) or the policy ("policy"), with a zero head."""
     logging_steps: int = 1
     """Write a metrics.jsonl row every N iterations."""
-    save_steps: int = 0
-    """Write a resumable checkpoint every N iterations; 0 only the final model."""
-    save_total_limit: int = 2
-    """Checkpoints kept in output_dir/checkpoints (the newest)."""
-    resume: bool = False
-    """Continue from the newest checkpoint in output_dir/checkpoints."""
     overlap_critic: bool = True
     """On a CPU with one process, update the critic in a second thread while the policy updates, each on half the
     cores (given a rollout the two updates are independent; same numbers). Off: one after the other."""
-    sampler: str = "rlhfkit"
+    sampler: Literal["rlhfkit", "hf"] = "rlhfkit"
     """Rollout generator: "rlhfkit" (our KV-cached sampler) or "hf" (transformers generate; slower)."""
-    mixed_precision: str = "auto"
+    mixed_precision: MixedPrecision = "auto"
     """Compute precision. Policy and critic keep fp32 master weights; "bf16" or "fp16" runs their passes under
     autocast, and the reference runs under the same autocast so that its logprobs are computed like the policy's;
     the frozen reward model is then held in that type. "fp32": fp32 throughout; "auto": bf16 on a GPU that supports
     it, else fp32."""
-    device: str = "auto"
-    """cuda, mps, cpu or auto (first available in that order)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """LoRA on the policy (lora.r=0: full fine-tuning); the reference is then the base with adapters disabled."""
 
@@ -281,15 +281,13 @@ class PPOConfig:
         return self.learning_rate if self.critic_learning_rate is None else self.critic_learning_rate
 
     def validate(self) -> None:
+        super().validate()
         if not self.policy:
             raise ConfigError("policy is required, e.g. rlhf ppo policy=runs/sft ...")
         if not self.prompts_file:
             raise ConfigError("prompts_file is required")
         if bool(self.reward_model) == bool(self.reward_fn):
             raise ConfigError("give exactly one of reward_model=DIR or reward_fn=module:function")
-        for name in ("batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "grad_accum", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.total_episodes < self.batch_size:
             raise ConfigError(f"total_episodes ({self.total_episodes}) must be at least batch_size ({self.batch_size})")
         if self.batch_size % self.minibatch_size:
@@ -300,16 +298,6 @@ class PPOConfig:
             raise ConfigError(
                 f"minibatch_size ({self.minibatch_size}) must be a multiple of grad_accum ({self.grad_accum})"
             )
-        choices = {
-            "kl_estimator": ("k1", "k3"),
-            "critic_init": ("reward", "policy"),
-            "sampler": ("rlhfkit", "hf"),
-            "prompt_template": ("chat", "raw"),
-            "mixed_precision": MIXED_PRECISION,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if self.temperature <= 0:
             raise ConfigError("temperature must be > 0 for PPO rollouts (the policy must be stochastic)")
 
@@ -327,7 +315,7 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted name, default, doc) for every setting, nested sections flattened."""
+    """(dotted name, default, doc) for every setting, nested sections flattened; allowed values end the doc."""
     rows = []
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
@@ -336,16 +324,41 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
             rows += describe(hints[f.name], prefix + f.name + ".")
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            rows.append((prefix + f.name, repr(default), docs.get(f.name, "")))
+            doc = docs.get(f.name, "")
+            if typing.get_origin(hints[f.name]) is Literal:
+                doc += f" (one of: {', '.join(typing.get_args(hints[f.name]))})"
+            rows.append((prefix + f.name, repr(default), doc))
     return rows
+
+
+class Raw(str):
+    """An override's text as typed (`key=TEXT`): read as the setting's type needs, so that a text setting keeps
+    "no", "null" or "1e-5" as written, while numbers, booleans and lists are read as YAML."""
+
+
+yaml.SafeDumper.add_representer(Raw, lambda dumper, value: dumper.represent_str(str(value)))
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
     args = typing.get_args(typ)
+    if isinstance(value, Raw):
+        texts = typ is str or (typing.get_origin(typ) is Literal and all(isinstance(a, str) for a in args))
+        if not texts:
+            try:
+                value = yaml.safe_load(value) if value != "" else ""
+            except yaml.YAMLError:
+                value = str(value)
+        else:
+            value = str(value)
     if type(None) in args:  # `X | None`: null (or "null"/"none") is None, anything else must be an X
         if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
             return None
         (typ,) = [a for a in args if a is not type(None)]
+        return _coerce(value, typ, key)
+    if typing.get_origin(typ) is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, args))}")
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -368,10 +381,13 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     elif typing.get_origin(typ) is dict or typ is dict:
         if isinstance(value, dict):
             return value
-    raise ConfigError(f"{key}: expected {typ.__name__}, got {value!r}")
+    raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
 
 
-def _build(cls: type[C], values: dict[str, Any], prefix: str = "") -> C:
+def build_config(cls: type[C], values: dict[str, Any], prefix: str = "") -> C:
+    """A config from a mapping of settings (nested sections as nested mappings): types and allowed values
+    checked, unknown keys rejected with the list of valid ones. The pipeline and the demo build stage configs
+    with it."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     if not isinstance(values, dict):
@@ -384,16 +400,19 @@ def _build(cls: type[C], values: dict[str, Any], prefix: str = "") -> C:
     for name, value in values.items():
         typ = hints[name]
         if dataclasses.is_dataclass(typ):
+            if isinstance(value, typ):
+                value = dataclasses.asdict(value)
             if not isinstance(value, dict):
                 raise ConfigError(f"{prefix + name}: expected a section of settings, got {value!r}")
-            kwargs[name] = _build(typ, value, prefix + name + ".")
+            kwargs[name] = build_config(typ, value, prefix + name + ".")
         else:
             kwargs[name] = _coerce(value, typ, prefix + name)
     return cls(**kwargs)
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """["lr=1e-5", "lora.r=16"] -> {"lr": 1e-5, "lora": {"r": 16}}; values are read as YAML scalars."""
+    """["lr=1e-5", "lora.r=16"] -> {"lr": Raw("1e-5"), "lora": {"r": Raw("16")}}; each value is read later by the
+    type of its setting."""
     tree: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -403,10 +422,9 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        try:
-            node[leaf] = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            node[leaf] = raw
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is a setting, not a section")
+        node[leaf] = Raw(raw)
     return tree
 
 
@@ -429,7 +447,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         values = loaded or {}
     values = _merge(values, parse_overrides(overrides or []))
     try:
-        return _build(cls, values)
+        return build_config(cls, values)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}" if path else str(e)) from None
 

@@ -1,11 +1,15 @@
 """`rlhf pipeline run pipeline.yaml`: the whole loop on your model and files, stage by stage.
 
-base model -> SFT on gold answers -> K sampled answers per training prompt -> rankings (your annotators' export, or
-the demo's simulated annotators) -> reward model -> PPO against it -> held-out evaluation -> report.html.
+base model -> SFT on gold answers -> K sampled answers per training prompt -> rankings (your annotators' export) ->
+reward model -> PPO against it -> held-out evaluation -> report.html.
 
 Stages talk through files in output_dir; a stage whose output is complete (a `.done` marker) is skipped, so a
 rerun continues where an interrupted one stopped. Each stage's settings are the command's own names (`sft:`,
 `reward:`, `ppo:` sections take what `rlhf sft`, `rlhf reward train` and `rlhf ppo` take).
+
+What the pipeline cannot know is passed in as `Hooks` by the caller (the demo fills them): how to build a base
+model when none is given, who ranks the samples when no rankings file is given, and a judge that knows the right
+answers for the evaluation.
 """
 
 from __future__ import annotations
@@ -16,38 +20,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from rlhfkit.config import ConfigError, PPOConfig, RewardConfig, SFTConfig, load_config
+from rlhfkit.config import ConfigError, PPOConfig, RewardConfig, SFTConfig, build_config
 from rlhfkit.runtime.files import write_json, write_jsonl
 
 
 @dataclass
 class PipelineConfig:
     output_dir: str = "pipeline-out"
-    """Where every stage writes (base/, sft/, samples.jsonl, rankings*.jsonl, rm/, ppo/, report.html, ...)."""
+    """Where every stage writes (sft/, samples.jsonl, rankings*.jsonl, rm/, ppo/, report.html, ...)."""
     base_model: str = ""
-    """Model directory or hub id to start from; empty: pretrain a tiny Llama on pretrain_text (offline demo)."""
-    pretrain_text: str = ""
-    """Text to pretrain the tiny base model on (used when base_model is empty)."""
-    pretrain_steps: int = 600
-    """Optimizer steps of tiny-model pretraining."""
-    tiny_hidden: int = 128
-    """Hidden size of the tiny base model."""
-    tiny_layers: int = 4
-    """Layers of the tiny base model."""
-    tiny_vocab: int = 1024
-    """BPE vocabulary of the tiny base model's tokenizer."""
+    """Model directory or hub id to start from."""
     train_file: str = ""
     """Questions with gold answers for SFT (prompt/completion or messages); their prompts are also sampled and ranked
     for the reward model, and used for PPO."""
     heldout_file: str = ""
     """Held-out questions with gold answers, never trained on: the evaluation set."""
     rankings_file: str = ""
-    """Human rankings of the sampled answers (`rlhf annotate export --format rankings`, or pairs/comparisons).
-    Empty with simulated_annotators: true: the demo's simulated annotators rank them."""
-    simulated_annotators: bool = False
-    """Rank with the demo's simulated annotators and judge with its hidden rubric (demo company data only)."""
+    """Human rankings of the sampled answers (`rlhf annotate export --format rankings`, or pairs/comparisons)."""
     num_samples: int = 4
     """Answers sampled per training prompt for ranking."""
     sample_temperatures: str = "1.0"
@@ -68,11 +59,7 @@ class PipelineConfig:
     seed: int = 0
     """Seed for sampling, annotator panels and the rankings split."""
 
-    def validate(self) -> None:
-        if not self.train_file or not self.heldout_file:
-            raise ConfigError("train_file and heldout_file are required")
-        if not self.base_model and not self.pretrain_text:
-            raise ConfigError("give base_model, or pretrain_text to pretrain a tiny base model")
+    def temperatures(self) -> list[float]:
         try:
             temperatures = [float(t) for t in self.sample_temperatures.split(",")]
         except ValueError:
@@ -81,10 +68,30 @@ class PipelineConfig:
             ) from None
         if not temperatures or min(temperatures) <= 0 or self.num_samples < max(2, len(temperatures)):
             raise ConfigError("sample_temperatures must be > 0 and num_samples at least 2 and at least their count")
-        if not self.rankings_file and not self.simulated_annotators:
-            raise ConfigError(
-                "give rankings_file (human rankings of samples.jsonl), or simulated_annotators: true (demo data only)"
-            )
+        return temperatures
+
+
+class Judge(Protocol):
+    """Knows the right answers to the held-out questions (a person's rubric, or the demo's simulated one)."""
+
+    def assess(self, question: str, answer: str) -> dict[str, bool]:
+        """Named properties of one answer, e.g. {"fact_accuracy": True, "courteous": False}; the evaluation
+        reports the share of answers with each."""
+
+    def compare(self, question: str, answer_a: str, answer_b: str) -> str:
+        """ "a", "b" or "tie"."""
+
+
+@dataclass
+class Hooks:
+    """What the caller knows and the pipeline does not."""
+
+    build_base: Callable[[Path], None] | None = None
+    """Write a base model directory at the given path (used when base_model is empty)."""
+    rank: Callable[[list[dict]], list[dict]] | None = None
+    """Rank the samples ({"prompt", "responses"} records) into rankings records (used when rankings_file is empty)."""
+    judge: Judge | None = None
+    """Judges held-out answers: win rates and answer properties in the evaluation and report."""
 
 
 def _stage(out: Path, name: str, run: Callable[[], Any], log: Callable[[str], None]) -> None:
@@ -104,35 +111,19 @@ def _stage_config(cls, fixed: dict[str, Any], user: dict[str, Any], defaults: di
     clash = sorted(set(user) & set(fixed))
     if clash:
         raise ConfigError(f"{cls.__name__}: {', '.join(clash)} is set by the pipeline (it wires the stages)")
-    return load_config(
-        cls,
-        None,
-        [
-            f"{k}={json.dumps(v) if isinstance(v, (dict, list)) else v}"
-            for k, v in {**defaults, **user, **fixed}.items()
-        ],
-    )
+    return build_config(cls, {**defaults, **user, **fixed})
 
 
-def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
-    from rlhfkit.data.io import read_records
-
-    cfg.validate()
-    started = time.perf_counter()
+def stage_configs(cfg: PipelineConfig, base: str) -> tuple[SFTConfig, RewardConfig, PPOConfig]:
+    """Every stage's settings, checked before anything runs."""
     out = Path(cfg.output_dir)
-    train_records = read_records(cfg.train_file, expect=("sft", "messages")).records
-    heldout_records = read_records(cfg.heldout_file, expect=("sft", "messages")).records
-    prompts = list(dict.fromkeys(r.prompt for r in train_records if isinstance(r.prompt, str)))
-
-    # every stage's settings are checked before anything runs
-    base = cfg.base_model or str(out / "base")
-    sft_cfg = _stage_config(
+    sft = _stage_config(
         SFTConfig,
         {"model": base, "train_file": cfg.train_file, "eval_file": cfg.heldout_file, "output_dir": str(out / "sft")},
         cfg.sft,
         {"seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens},
     )
-    rm_cfg = _stage_config(
+    reward = _stage_config(
         RewardConfig,
         {
             "model": str(out / "sft"),
@@ -143,7 +134,7 @@ def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> 
         cfg.reward,
         {"seed": cfg.seed},
     )
-    ppo_cfg = _stage_config(
+    ppo = _stage_config(
         PPOConfig,
         {
             "policy": str(out / "sft"),
@@ -154,27 +145,34 @@ def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> 
         cfg.ppo,
         {"seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens},
     )
+    return sft, reward, ppo
 
+
+def run_pipeline(
+    cfg: PipelineConfig, *, hooks: Hooks | None = None, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    from rlhfkit.data.io import read_records
+
+    hooks = hooks or Hooks()
+    if not cfg.train_file or not cfg.heldout_file:
+        raise ConfigError("train_file and heldout_file are required")
+    if not cfg.base_model and hooks.build_base is None:
+        raise ConfigError("base_model is required (a model directory or hub id)")
+    if not cfg.rankings_file and hooks.rank is None:
+        raise ConfigError("rankings_file is required: your annotators' rankings of output_dir/samples.jsonl")
+    temperatures = cfg.temperatures()
+    started = time.perf_counter()
+    out = Path(cfg.output_dir)
+    train_records = read_records(cfg.train_file, expect=("sft", "messages")).records
+    heldout_records = read_records(cfg.heldout_file, expect=("sft", "messages")).records
+    prompts = list(dict.fromkeys(r.prompt for r in train_records if isinstance(r.prompt, str)))
+    base = cfg.base_model or str(out / "base")
+    sft_cfg, rm_cfg, ppo_cfg = stage_configs(cfg, base)
     out.mkdir(parents=True, exist_ok=True)
 
     # --- base model ---
     if not cfg.base_model:
-        from rlhfkit.demo.pretrain import pretrain_tiny_base
-
-        _stage(
-            out,
-            "base",
-            lambda: pretrain_tiny_base(
-                out / "base",
-                Path(cfg.pretrain_text).read_text(encoding="utf-8"),
-                hidden=cfg.tiny_hidden,
-                layers=cfg.tiny_layers,
-                vocab_size=cfg.tiny_vocab,
-                steps=cfg.pretrain_steps,
-                seed=cfg.seed,
-            ),
-            log,
-        )
+        _stage(out, "base", lambda: hooks.build_base(out / "base"), log)
 
     # --- SFT ---
     _stage(out, "sft", lambda: _run_sft(sft_cfg), log)
@@ -186,7 +184,6 @@ def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> 
 
         tok = load_tokenizer(str(out / "sft"), padding_side="left")
         lm = load_causal_lm(str(out / "sft"))
-        temperatures = [float(t) for t in cfg.sample_temperatures.split(",")]
         answers: list[list[str]] = [[] for _ in prompts]
         for n, temperature in enumerate(temperatures):
             k = cfg.num_samples // len(temperatures) + (n < cfg.num_samples % len(temperatures))
@@ -206,7 +203,7 @@ def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> 
 
     _stage(out, "samples", sample_answers, log)
 
-    # --- rankings (human file, or the demo's simulated annotators) ---
+    # --- rankings (the annotators' file, or the caller's ranker) ---
     def rank() -> None:
         if cfg.rankings_file:
             if not Path(cfg.rankings_file).exists():
@@ -217,10 +214,7 @@ def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> 
                 )
             rows = [r.to_dict() for r in read_records(cfg.rankings_file).records]
         else:
-            from rlhfkit.demo.annotators import simulate_rankings
-
-            generations = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
-            rows = simulate_rankings(generations, _demo_facts(train_records), seed=cfg.seed)
+            rows = hooks.rank([json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()])
         by_prompt: dict[str, list[dict]] = {}
         for row in rows:
             by_prompt.setdefault(json.dumps(row["prompt"]), []).append(row)
@@ -238,7 +232,7 @@ def run_pipeline(cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> 
 
     # --- PPO ---
     write_jsonl(out / "ppo_prompts.jsonl", ({"prompt": p} for p in prompts))
-    evaluator = HeldOutEvaluator(cfg, heldout_records, out, train_records)
+    evaluator = HeldOutEvaluator(heldout_records, out, judge=hooks.judge, max_new_tokens=cfg.max_new_tokens)
     _stage(out, "ppo", lambda: _run_ppo(ppo_cfg, evaluator, cfg.eval_every), log)
 
     # --- evaluation and report ---
@@ -287,45 +281,33 @@ def _run_ppo(cfg: PPOConfig, evaluator: HeldOutEvaluator, every: int) -> None:
     train(cfg, evaluate=evaluator.during_ppo, eval_every=every)
 
 
-def _demo_facts(records) -> dict[str, Any]:
-    """{prompt: Fact} from the demo records' `fact` keys (the simulated annotators and the judge need them)."""
-    from rlhfkit.demo.company import facts
+def properties(judge: Judge | None, questions: list[str], answers: list[str]) -> dict[str, float]:
+    """The share of answers with each property the judge names (empty without a judge)."""
+    if judge is None or not answers:
+        return {}
+    assessed = [judge.assess(q, a) for q, a in zip(questions, answers)]
+    return {name: sum(a[name] for a in assessed) / len(assessed) for name in assessed[0]}
 
-    by_key = {f.key: f for f in facts()}
-    out = {}
-    for f in by_key.values():
-        for q in f.questions:
-            out[q] = f
-    missing = [r.prompt for r in records if r.prompt not in out]
-    if missing:
-        raise ConfigError(f"simulated annotators know only the demo company's questions; unknown: {missing[0]!r}")
-    return out
+
+def win_rate(verdicts: list[str]) -> float:
+    """Share of comparisons won ("a"), ties counting half."""
+    return (verdicts.count("a") + 0.5 * verdicts.count("tie")) / max(len(verdicts), 1)
 
 
 class HeldOutEvaluator:
-    """Greedy answers to the held-out questions, compared with the SFT model's: the gold judge's win rate (demo),
-    fact accuracy, gold-answer metrics and reward-model scores."""
+    """Greedy answers to the held-out questions, compared with the SFT model's: the judge's win rate and answer
+    properties (when there is a judge), gold-answer metrics and reward-model scores."""
 
-    def __init__(self, cfg: PipelineConfig, records, out: Path, train_records):
-        self.cfg, self.records, self.out = cfg, records, out
+    def __init__(self, records, out: Path, *, judge: Judge | None, max_new_tokens: int):
+        self.out, self.judge, self.max_new_tokens = out, judge, max_new_tokens
         self.prompts = [r.prompt for r in records]
         self.golds = [r.completion for r in records]
-        self.facts = (
-            [(_demo_facts(list(records) + list(train_records))[r.prompt]) for r in records]
-            if cfg.simulated_annotators
-            else None
-        )
         self._sft_answers: list[str] | None = None
 
     def answers(self, model, tokenizer) -> list[str]:
-        from rlhfkit.models.generate import generate_answers
+        from rlhfkit.models.generate import greedy_answers
 
-        return [
-            a[0]
-            for a in generate_answers(
-                model, tokenizer, self.prompts, temperature=0.0, batch_size=32, max_new_tokens=self.cfg.max_new_tokens
-            )
-        ]
+        return greedy_answers(model, tokenizer, self.prompts, max_new_tokens=self.max_new_tokens, batch_size=32)
 
     def sft_answers(self) -> list[str]:
         if self._sft_answers is None:
@@ -337,34 +319,28 @@ class HeldOutEvaluator:
         return self._sft_answers
 
     def during_ppo(self, iteration: int, policy) -> dict[str, float]:
+        from rlhfkit.eval.gold import gold_metrics
         from rlhfkit.models.load import load_tokenizer
 
         answers = self.answers(policy, load_tokenizer(str(self.out / "sft"), padding_side="left"))
-        row = {}
-        if self.facts is not None:
-            from rlhfkit.demo.judge import assess, win_rate
-
-            row["heldout_win_rate_vs_sft"] = win_rate(answers, self.sft_answers(), self.facts)
-            row["heldout_fact_accuracy"] = sum(assess(a, f).correct for a, f in zip(answers, self.facts)) / len(answers)
-        from rlhfkit.eval.gold import gold_metrics
-
-        row["heldout_token_f1"] = gold_metrics(answers, self.golds)["token_f1"]
+        row = {"heldout_token_f1": gold_metrics(answers, self.golds)["token_f1"]}
+        if self.judge is not None:
+            verdicts = [self.judge.compare(*qab) for qab in zip(self.prompts, answers, self.sft_answers())]
+            row["heldout_win_rate_vs_sft"] = win_rate(verdicts)
+            row.update({f"heldout_{k}": v for k, v in properties(self.judge, self.prompts, answers).items()})
         return row
 
     def final(self, samples_path: Path) -> dict[str, Any]:
         from rlhfkit.algorithms.reward import score_texts
         from rlhfkit.eval.gold import gold_metrics
         from rlhfkit.models.load import load_causal_lm, load_tokenizer
-        from rlhfkit.models.reward import PromptResponseScorer, load_reward_model
+        from rlhfkit.models.reward import load_scorer
 
         sft = self.sft_answers()
         ppo = self.answers(
             load_causal_lm(str(self.out / "ppo")), load_tokenizer(str(self.out / "ppo"), padding_side="left")
         )
-        rm_tok = load_tokenizer(str(self.out / "rm"))
-        scorer = PromptResponseScorer(
-            load_reward_model(str(self.out / "rm"), tokenizer=rm_tok), pad_id=rm_tok.pad_token_id
-        )
+        scorer, rm_tok = load_scorer(str(self.out / "rm"))
         rm_cfg = RewardConfig(eval_batch_size=32)
         sft_scores = score_texts(scorer, rm_tok, self.prompts, sft, cfg=rm_cfg)
         ppo_scores = score_texts(scorer, rm_tok, self.prompts, ppo, cfg=rm_cfg)
@@ -372,17 +348,12 @@ class HeldOutEvaluator:
         for name, answers, scores in (("sft", sft, sft_scores), ("ppo", ppo, ppo_scores)):
             summary.update({f"{k}_{name}": v for k, v in gold_metrics(answers, self.golds).items()})
             summary[f"rm_score_{name}"] = scores.mean().item()
+            summary.update({f"{k}_{name}": v for k, v in properties(self.judge, self.prompts, answers).items()})
         summary["rm_score_ppo_minus_sft"] = (ppo_scores - sft_scores).mean().item()
         verdicts = [None] * len(sft)
-        if self.facts is not None:
-            from rlhfkit.demo.judge import assess, judge, win_rate
-
-            verdicts = [judge(p, s, f) for p, s, f in zip(ppo, sft, self.facts)]
-            summary["win_rate_ppo_vs_sft"] = win_rate(ppo, sft, self.facts)
-            summary["fact_accuracy_sft"] = sum(assess(a, f).correct for a, f in zip(sft, self.facts)) / len(sft)
-            summary["fact_accuracy_ppo"] = sum(assess(a, f).correct for a, f in zip(ppo, self.facts)) / len(ppo)
-            summary["courteous_sft"] = sum(assess(a, f).courteous for a, f in zip(sft, self.facts)) / len(sft)
-            summary["courteous_ppo"] = sum(assess(a, f).courteous for a, f in zip(ppo, self.facts)) / len(ppo)
+        if self.judge is not None:
+            verdicts = [self.judge.compare(q, p, s) for q, p, s in zip(self.prompts, ppo, sft)]
+            summary["win_rate_ppo_vs_sft"] = win_rate(verdicts)
         write_jsonl(
             samples_path,
             (

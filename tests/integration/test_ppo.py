@@ -167,8 +167,9 @@ def test_ppo_raises_a_reward_model_score(ppo_setup):
 
 
 def test_sampler_greedy_equals_hf_generate(ppo_setup):
-    from rlhfkit.models.load import encode_prompt, load_causal_lm, load_tokenizer
-    from rlhfkit.models.reward import pad_left
+    from rlhfkit.data.collate import pad_left
+    from rlhfkit.data.prompts import encode_prompt
+    from rlhfkit.models.load import load_causal_lm, load_tokenizer
     from rlhfkit.models.sampler import sample
 
     root = ppo_setup
@@ -317,7 +318,8 @@ def test_before_any_update_the_ratio_is_one_and_the_kl_zero(ppo_setup, mixed_pre
     )
     from rlhfkit.config import PPOConfig
     from rlhfkit.data.collate import pad_left
-    from rlhfkit.models.load import encode_prompt, load_causal_lm, load_tokenizer
+    from rlhfkit.data.prompts import encode_prompt
+    from rlhfkit.models.load import load_causal_lm, load_tokenizer
     from rlhfkit.models.reward import RewardFunction
     from rlhfkit.models.sampler import sample
     from rlhfkit.models.value import load_value_model
@@ -393,7 +395,8 @@ def test_critic_starts_from_the_reward_model_only_when_it_reads_the_policys_toke
 
     from rlhfkit.algorithms.ppo import critic_start
     from rlhfkit.config import PPOConfig
-    from rlhfkit.models.load import encode_prompt, load_tokenizer, save_model
+    from rlhfkit.data.prompts import encode_prompt
+    from rlhfkit.models.load import load_tokenizer, save_model
     from rlhfkit.models.reward import PromptResponseScorer, RewardModelScore, load_reward_model, write_stats
     from rlhfkit.models.value import load_value_model
 

@@ -70,7 +70,8 @@ def test_import_writes_a_plain_model_directory_equal_to_the_gguf(smollm2, tmp_pa
 
 def test_sampler_greedy_equals_hf_generate_token_for_token(smollm2):
     from rlhfkit.data.collate import pad_left
-    from rlhfkit.models.load import encode_prompt, load_causal_lm, load_tokenizer
+    from rlhfkit.data.prompts import encode_prompt
+    from rlhfkit.models.load import load_causal_lm, load_tokenizer
     from rlhfkit.models.sampler import sample
 
     tok = load_tokenizer(str(smollm2), padding_side="left")
@@ -112,7 +113,8 @@ def test_sft_with_lora_lowers_heldout_loss_and_raises_exact_match(smollm2, helpd
 
 
 def test_reward_model_with_lora_trains_and_scores_the_eos(smollm2, helpdesk, tmp_path):
-    from rlhfkit.models.load import encode_prompt, load_tokenizer
+    from rlhfkit.data.prompts import encode_prompt
+    from rlhfkit.models.load import load_tokenizer
     from rlhfkit.models.reward import PromptResponseScorer, load_reward_model
 
     out = tmp_path / "rm"

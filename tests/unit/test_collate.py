@@ -3,9 +3,9 @@
 import torch
 
 from rlhfkit.data.collate import collate_packed, collate_padded, tokenize_sft
+from rlhfkit.data.prompts import FALLBACK_CHAT_TEMPLATE, encode_prompt, format_prompt
 from rlhfkit.data.schema import SFTRecord
 from rlhfkit.losses import IGNORE_INDEX
-from rlhfkit.models.load import FALLBACK_CHAT_TEMPLATE, encode_prompt, format_prompt
 
 
 def test_prompt_is_masked_and_completion_ends_with_eos(tiny_lm):

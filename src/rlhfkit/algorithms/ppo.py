@@ -36,17 +36,17 @@ from rlhfkit.advantages import (
 from rlhfkit.config import ConfigError, PPOConfig, save_config
 from rlhfkit.data.collate import pad_left
 from rlhfkit.data.io import read_records
+from rlhfkit.data.prompts import encode_prompt
 from rlhfkit.eval.diagnostics import Diagnostics
 from rlhfkit.losses import ppo_clip_loss, value_clip_loss
-from rlhfkit.models.load import disable_dropout, encode_prompt, load_causal_lm, load_tokenizer, save_model
+from rlhfkit.models.load import disable_dropout, load_causal_lm, load_tokenizer, save_model
 from rlhfkit.models.reward import (
-    PromptResponseScorer,
     Responses,
     RewardFunction,
     RewardModelScore,
     is_decoder_only,
     load_reward_fn,
-    load_reward_model,
+    load_scorer,
     read_stats,
     same_vocabulary,
 )
@@ -268,11 +268,7 @@ def load_reward(cfg: PPOConfig, policy_tokenizer, device, *, dtype: str):
     normalized with them."""
     if cfg.reward_fn:
         return RewardFunction(load_reward_fn(cfg.reward_fn), policy_tokenizer, cfg.prompt_template), None
-    tokenizer = load_tokenizer(cfg.reward_model)
-    model = load_reward_model(cfg.reward_model, tokenizer=tokenizer, dtype=dtype, device=str(device)).eval()
-    disable_dropout(model)
-    model.requires_grad_(False)
-    scorer = PromptResponseScorer(model, pad_id=tokenizer.pad_token_id)
+    scorer, tokenizer = load_scorer(cfg.reward_model, dtype=dtype, device=str(device))
     same = same_vocabulary(tokenizer, policy_tokenizer)
     stats = read_stats(cfg.reward_model) if cfg.normalize_reward else None
     return RewardModelScore(scorer, tokenizer, same, cfg.prompt_template), stats
@@ -288,6 +284,78 @@ def critic_start(cfg: PPOConfig, reward: Any) -> tuple[str, str]:
     if not is_decoder_only(reward.scorer.model):
         return cfg.policy, "the reward model is an encoder: it sees the whole text, not each prefix"
     return cfg.reward_model, "the reward model reads the policy's tokens"
+
+
+class Models(NamedTuple):
+    policy: nn.Module  # prepared by the accelerator: its forward runs under the compute autocast
+    critic: nn.Module  # prepared likewise
+    reference: Callable[[], Any]  # a context yielding the module that computes as the reference
+    reward: Callable[[Responses], Tensor]  # the task reward of a batch of responses
+    reward_stats: dict[str, float] | None  # the reward model's score mean/std when rewards are normalized
+    optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer]  # policy's, critic's
+    schedulers: tuple[Any, Any]
+
+
+def setup_models(cfg: PPOConfig, acc, tokenizer) -> Models:
+    """Policy, reference and critic hold fp32 weights and compute under the accelerator's autocast; the frozen reward
+    model may be held in the compute dtype. With LoRA the reference is the policy with its adapters off. Policy and
+    critic have their own AdamW and gradient clipping: given a rollout their updates are independent, so on a CPU
+    they can run side by side."""
+    device = str(acc.device)
+    policy = load_causal_lm(cfg.policy, dtype="float32", device=device, lora=cfg.lora)
+    reference = None
+    if cfg.lora.r == 0:
+        reference = load_causal_lm(cfg.policy, dtype="float32", device=device).eval().requires_grad_(False)
+        disable_dropout(reference)
+    dtype_name = str(compute_dtype(acc.mixed_precision)).removeprefix("torch.")
+    reward, reward_stats = load_reward(cfg, tokenizer, acc.device, dtype=dtype_name)
+    critic_src, why = critic_start(cfg, reward)
+    if cfg.reward_model and critic_src == cfg.policy:
+        acc.print(f"the critic starts from the policy with a zero head: {why}")
+    critic = load_value_model(
+        critic_src,
+        pad_token_id=tokenizer.pad_token_id,
+        dtype="float32",
+        device=device,
+        zero_head=critic_src == cfg.policy,
+        score_stats=reward_stats if critic_src == cfg.reward_model else None,
+    )
+    disable_dropout(policy)
+    disable_dropout(critic)
+    updates = cfg.iterations * cfg.ppo_epochs * (cfg.batch_size // cfg.minibatch_size)
+    optimizers = [
+        adamw(policy, learning_rate=cfg.learning_rate, weight_decay=0.0, eps=1e-5),
+        adamw(critic, learning_rate=cfg.critic_lr, weight_decay=0.0, eps=1e-5),
+    ]
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda u: max(0.0, 1 - u / updates)) for o in optimizers]
+    policy, critic, *optimizers = acc.prepare(policy, critic, *optimizers)
+    acc.register_for_checkpointing(*schedulers)
+    unwrapped = acc.unwrap_model(policy)
+
+    def reference_model():
+        return nullcontext(reference) if reference is not None else _adapters_off(unwrapped, policy)
+
+    return Models(policy, critic, reference_model, reward, reward_stats, tuple(optimizers), tuple(schedulers))
+
+
+def load_prompts(cfg: PPOConfig, tokenizer) -> tuple[list, list[list[int]]]:
+    """The prompts as given and their token ids as the policy sees them (cut from the left to max_prompt_length)."""
+    prompts = [r.prompt for r in read_records(cfg.prompts_file).records]
+    if len(prompts) < cfg.batch_size:
+        raise ConfigError(f"{cfg.prompts_file}: {len(prompts)} prompts, fewer than batch_size ({cfg.batch_size})")
+    ids = [encode_prompt(tokenizer, p, template=cfg.prompt_template)[-cfg.max_prompt_length :] for p in prompts]
+    return prompts, ids
+
+
+def advantages_and_returns(rollout: Rollout, *, kl_coef: float, cfg: PPOConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-token KL to the reference, whitened GAE advantages and returns of the KL-shaped token rewards."""
+    mask = rollout.response_mask.float()
+    kl_tokens = kl_estimate(rollout.logprobs, rollout.ref_logprobs, kind=cfg.kl_estimator) * mask
+    rewards = kl_shaped_rewards(rollout.scores, kl_tokens, mask, kl_coef=kl_coef)
+    if cfg.whiten_rewards:
+        rewards = masked_whiten(rewards, mask, shift_mean=False)
+    advantages, returns = gae(rewards, rollout.values, mask, gamma=cfg.gamma, lam=cfg.lam)
+    return kl_tokens, whiten_advantages(advantages, mask), returns
 
 
 def train(
@@ -307,63 +375,16 @@ def train(
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)
-    out = Path(cfg.output_dir)
+    out, iterations = Path(cfg.output_dir), cfg.iterations
     tokenizer = load_tokenizer(cfg.policy, padding_side="left")
-    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-    prompts = [r.prompt for r in read_records(cfg.prompts_file).records]
-    if len(prompts) < cfg.batch_size:
-        raise ConfigError(f"{cfg.prompts_file}: {len(prompts)} prompts, fewer than batch_size ({cfg.batch_size})")
-    prompt_ids = [encode_prompt(tokenizer, p, template=cfg.prompt_template)[-cfg.max_prompt_length :] for p in prompts]
-
-    # Policy, reference and critic hold fp32 weights and compute under the accelerator's autocast; the frozen reward
-    # model may be held in the compute dtype. With LoRA the reference is the policy with its adapters off.
-    dtype = compute_dtype(acc.mixed_precision)
-    device = str(acc.device)
-    policy = load_causal_lm(cfg.policy, dtype="float32", device=device, lora=cfg.lora)
-    reference = None
-    if cfg.lora.r == 0:
-        reference = load_causal_lm(cfg.policy, dtype="float32", device=device).eval().requires_grad_(False)
-        disable_dropout(reference)
-    reward, reward_stats = load_reward(cfg, tokenizer, acc.device, dtype=str(dtype).removeprefix("torch."))
-    critic_src, why = critic_start(cfg, reward)
-    if cfg.reward_model and critic_src == cfg.policy:
-        acc.print(f"the critic starts from the policy with a zero head: {why}")
-    critic = load_value_model(
-        critic_src,
-        pad_token_id=pad_id,
-        dtype="float32",
-        device=device,
-        zero_head=critic_src == cfg.policy,
-        score_stats=reward_stats if critic_src == cfg.reward_model else None,
-    )
-    disable_dropout(policy)
-    disable_dropout(critic)
-
-    # Policy and critic have their own AdamW (and gradient clipping): given a rollout their updates are independent,
-    # so on a CPU they can run side by side.
-    iterations = cfg.iterations
-    updates = iterations * cfg.ppo_epochs * (cfg.batch_size // cfg.minibatch_size)
-    optimizers = [
-        adamw(policy, learning_rate=cfg.learning_rate, weight_decay=0.0, eps=1e-5),
-        adamw(critic, learning_rate=cfg.critic_lr, weight_decay=0.0, eps=1e-5),
-    ]
-    policy_sched, critic_sched = [
-        torch.optim.lr_scheduler.LambdaLR(opt, lambda u: max(0.0, 1 - u / updates)) for opt in optimizers
-    ]
-    policy, critic, policy_opt, critic_opt = acc.prepare(policy, critic, *optimizers)
-    acc.register_for_checkpointing(policy_sched, critic_sched)
+    prompts, prompt_ids = load_prompts(cfg, tokenizer)
+    m = setup_models(cfg, acc, tokenizer)
+    unwrapped_policy = acc.unwrap_model(m.policy)
     kl_ctl = (
         AdaptiveKLController(cfg.kl_coef, target=cfg.target_kl, horizon=cfg.kl_horizon)
         if cfg.target_kl
         else FixedKLController(cfg.kl_coef)
     )
-    unwrapped_policy = acc.unwrap_model(policy)
-
-    def reference_model():
-        if reference is not None:
-            return nullcontext(reference)
-        return _adapters_off(unwrapped_policy, policy)
-
     start, state = resume_state(acc, out, resume=cfg.resume, total=iterations, unit="iteration")
     if state:
         kl_ctl.load_state_dict(state["kl_ctl"])
@@ -376,59 +397,53 @@ def train(
     )
     local_batch, local_mb = cfg.batch_size // world, cfg.minibatch_size // world
     sampler = sample if cfg.sampler == "rlhfkit" else hf_sample
+    overlap = cfg.overlap_critic and acc.device.type == "cpu" and world == 1
 
     # --- loop ---
-    overlap = cfg.overlap_critic and acc.device.type == "cpu" and world == 1
     with SideBySide(overlap) as side, progress_bar("ppo", total=iterations, completed=start, enabled=main) as advance:
         for it in range(start, iterations):
             t0 = time.perf_counter()
             # 1. rollout: one response per prompt, from the policy as it is now
             chosen = step_indices(it, n=len(prompts), batch_size=cfg.batch_size, seed=cfg.seed)[rank::world]
-            query, query_mask = pad_left([prompt_ids[i] for i in chosen], pad_id=pad_id, device=acc.device)
-            generator = torch.Generator(device=acc.device).manual_seed(cfg.seed * 100003 + it * world + rank)
+            query, query_mask = pad_left(
+                [prompt_ids[i] for i in chosen], pad_id=tokenizer.pad_token_id, device=acc.device
+            )
             unwrapped_policy.eval()
             samples = sampler(
                 unwrapped_policy,
                 query,
                 query_mask,
                 max_new_tokens=cfg.max_new_tokens,
-                eos_id=eos_id,
-                pad_id=pad_id,
+                eos_id=tokenizer.eos_token_id,
+                pad_id=tokenizer.pad_token_id,
                 temperature=cfg.temperature,
                 top_p=cfg.top_p,
-                generator=generator,
-                dtype=dtype,
+                generator=torch.Generator(device=acc.device).manual_seed(cfg.seed * 100003 + it * world + rank),
+                dtype=compute_dtype(acc.mixed_precision),
             )
             t1 = time.perf_counter()
 
             # 2. score: old and reference logprobs, values, task reward
-            context = query.size(1)
             with autocast(acc):
                 rollout = score_rollout(
                     samples,
                     query,
                     query_mask,
-                    policy=policy,
-                    reference=reference_model,
-                    critic=critic,
-                    reward=reward,
+                    policy=m.policy,
+                    reference=m.reference,
+                    critic=m.critic,
+                    reward=m.reward,
                     prompts=[prompts[i] for i in chosen],
                     prompt_ids=[prompt_ids[i] for i in chosen],
                     tokenizer=tokenizer,
                     cfg=cfg,
                     chunk=local_mb // cfg.grad_accum,
-                    reward_stats=reward_stats,
+                    reward_stats=m.reward_stats,
                 )
             t2 = time.perf_counter()
 
             # 3. advantages: KL-shaped token rewards, GAE, whitening
-            mask = rollout.response_mask.float()
-            kl_tokens = kl_estimate(rollout.logprobs, rollout.ref_logprobs, kind=cfg.kl_estimator) * mask
-            rewards = kl_shaped_rewards(rollout.scores, kl_tokens, mask, kl_coef=kl_ctl.value)
-            if cfg.whiten_rewards:
-                rewards = masked_whiten(rewards, mask, shift_mean=False)
-            advantages, returns = gae(rewards, rollout.values, mask, gamma=cfg.gamma, lam=cfg.lam)
-            advantages = whiten_advantages(advantages, mask)
+            kl_tokens, advantages, returns = advantages_and_returns(rollout, kl_coef=kl_ctl.value, cfg=cfg)
 
             # 4. update the policy and the critic, over the same shuffled minibatches
             update_stats = update(
@@ -437,10 +452,10 @@ def train(
                 rollout,
                 advantages,
                 returns,
-                policy=(policy, policy_opt, policy_sched),
-                critic=(critic, critic_opt, critic_sched),
+                policy=(m.policy, m.optimizers[0], m.schedulers[0]),
+                critic=(m.critic, m.optimizers[1], m.schedulers[1]),
                 minibatches=shuffled_minibatches(local_batch, local_mb, iteration=it, cfg=cfg),
-                context=context,
+                context=query.size(1),
                 cfg=cfg,
             )
             t3 = time.perf_counter()
@@ -456,11 +471,10 @@ def train(
                 kl=seq_kl,
                 kl_coef=kl_ctl.value,
                 update_stats=update_stats,
-                eos_id=eos_id,
-                context=context,
+                eos_id=tokenizer.eos_token_id,
                 step=done,
                 episodes=done * cfg.batch_size,
-                learning_rate=policy_sched.get_last_lr()[0],
+                learning_rate=m.schedulers[0].get_last_lr()[0],
                 times=(t1 - t0, t2 - t1, t3 - t2),
             )
             check_finite(
@@ -526,7 +540,6 @@ def iteration_row(
     kl_coef: float,
     update_stats: dict[str, float],
     eos_id: int,
-    context: int,
     step: int,
     episodes: int,
     learning_rate: float,
@@ -547,7 +560,7 @@ def iteration_row(
         **update_stats,  # entropy, clipfrac, approx_kl, pg_loss, vf_loss, vf_clipfrac, averaged over the update
         "value_explained_variance": explained_variance(rollout.values, returns, mask),
         "response_length": lengths.mean().item(),
-        "eos_fraction": (rollout.query_response[:, context:] == eos_id).any(dim=1).float().mean().item(),
+        "eos_fraction": (rollout.query_response[:, -mask.size(1) :] == eos_id).any(dim=1).float().mean().item(),
         "reward_length_corr": _corr(raw.float(), lengths.float()),
         "learning_rate": learning_rate,
         "time_generation": times[0],

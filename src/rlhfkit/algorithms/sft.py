@@ -20,7 +20,7 @@ from rlhfkit.data.collate import SFTExample, collate_packed, collate_padded, tok
 from rlhfkit.data.io import read_records
 from rlhfkit.eval.gold import gold_metrics
 from rlhfkit.losses import sft_nll
-from rlhfkit.models.generate import generate_answers
+from rlhfkit.models.generate import greedy_answers
 from rlhfkit.models.load import load_causal_lm, load_tokenizer, save_model
 from rlhfkit.runtime.checkpoint import latest_checkpoint, resume_state, save_checkpoint
 from rlhfkit.runtime.dist import all_reduce_sum, compute_dtype, make_accelerator, precision
@@ -178,19 +178,15 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
     unwrapped = acc.unwrap_model(model)
     if main:
         if eval_records and cfg.gold_metrics:
-            answers = [
-                a[0]
-                for a in generate_answers(
-                    unwrapped,
-                    tokenizer,
-                    [r.prompt for r in eval_records],
-                    max_new_tokens=cfg.max_new_tokens,
-                    temperature=0.0,
-                    batch_size=cfg.eval_batch_size,
-                    template=cfg.prompt_template,
-                    dtype=compute_dtype(acc.mixed_precision),
-                )
-            ]
+            answers = greedy_answers(
+                unwrapped,
+                tokenizer,
+                [r.prompt for r in eval_records],
+                max_new_tokens=cfg.max_new_tokens,
+                batch_size=cfg.eval_batch_size,
+                template=cfg.prompt_template,
+                dtype=compute_dtype(acc.mixed_precision),
+            )
             golds = [r.completion for r in eval_records]
             summary.update({f"eval_{k}": v for k, v in gold_metrics(answers, golds).items()})
             write_jsonl(

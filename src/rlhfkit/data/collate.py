@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+from rlhfkit.data.prompts import encode_prompt, end_token_id
 from rlhfkit.data.schema import SFTRecord, Text
 from rlhfkit.losses import IGNORE_INDEX
-from rlhfkit.models.load import encode_prompt, end_token_id
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,32 @@ class Generations:
 
 Record = SFTRecord | PreferencePair | Comparison | Ranking | Generations
 
+# The responses of each kind of record, and the key its score goes under when a reward model scores it.
+_SCORED = {
+    SFTRecord: (("completion", "score"),),
+    PreferencePair: (("chosen", "score_chosen"), ("rejected", "score_rejected")),
+    Comparison: (("response_a", "score_a"), ("response_b", "score_b")),
+}
+
+
+def responses_of(record: Record) -> list[Text]:
+    """The responses a record holds, in order: a ranking's or generations' list, a pair's chosen and rejected, ..."""
+    if isinstance(record, (Generations, Ranking)):
+        return list(record.responses)
+    return [getattr(record, name) for name, _ in _SCORED[type(record)]]
+
+
+def with_scores(record: Record, scores: list[float]) -> dict[str, Any]:
+    """The record as a dict with a score beside each response (`scores` beside `responses`, `score` beside
+    `completion`, `score_chosen`/`score_rejected`, `score_a`/`score_b`)."""
+    row = record.to_dict()
+    if isinstance(record, (Generations, Ranking)):
+        row["scores"] = list(scores)
+    else:
+        row.update({key: score for (_, key), score in zip(_SCORED[type(record)], scores, strict=True)})
+    return row
+
+
 # format name -> (required keys, record type). Order matters for detection: the first whose keys all appear wins.
 FORMATS: dict[str, tuple[tuple[str, ...], type]] = {
     "pairs": (("prompt", "chosen", "rejected"), PreferencePair),

@@ -1,34 +1,97 @@
 """`rlhf demo`: build the Lumen & Pike help-desk chatbot through the whole loop, offline on a CPU.
 
-It is `rlhf pipeline run` on demo/pipeline.yaml with the bundled data: a tiny Llama pretrained on the handbook,
-SFT on the experts' gold answers, K sampled answers per question ranked by simulated annotators (standing in for
-people; clearly labelled), a reward model on those rankings, PPO against it, and a held-out evaluation by the
-hidden-rubric judge. `--model` starts from any Hugging Face model instead of the tiny one.
+It is `rlhf pipeline run` on demo/pipeline.yaml with the bundled data and what only the demo knows, passed to the
+pipeline as hooks: a tiny Llama pretrained on the handbook as the base model, simulated annotators that rank the
+samples (standing in for people; clearly labelled), and the hidden-rubric judge for the held-out evaluation.
+`--model` starts from any Hugging Face model instead of the tiny one.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from rlhfkit.demo import data_path
+from rlhfkit.pipeline import Hooks, PipelineConfig
 
 
-def demo_config(out: Path, *, model: str | None, overrides: list[str]):
+@dataclass
+class DemoConfig(PipelineConfig):
+    """The pipeline's settings plus the demo's own (the tiny base model it pretrains when no model is given)."""
+
+    pretrain_steps: int = 600
+    """Optimizer steps of tiny-model pretraining on the handbook."""
+    tiny_hidden: int = 128
+    """Hidden size of the tiny base model."""
+    tiny_layers: int = 4
+    """Layers of the tiny base model."""
+    tiny_vocab: int = 1024
+    """BPE vocabulary of the tiny base model's tokenizer."""
+
+
+class RubricJudge:
+    """The demo's gold judge: the hidden rubric, which knows each held-out question's fact."""
+
+    def __init__(self, facts_by_question: dict):
+        self.facts = facts_by_question
+
+    def assess(self, question: str, answer: str) -> dict[str, bool]:
+        from rlhfkit.demo.judge import assess
+
+        a = assess(answer, self.facts[question])
+        return {"fact_accuracy": a.correct, "courteous": a.courteous}
+
+    def compare(self, question: str, answer_a: str, answer_b: str) -> str:
+        from rlhfkit.demo.judge import judge
+
+        return judge(answer_a, answer_b, self.facts[question])
+
+
+def facts_by_question() -> dict:
+    """{question: Fact} for every wording of every demo fact."""
+    from rlhfkit.demo.company import facts
+
+    return {q: f for f in facts() for q in f.questions}
+
+
+def demo_hooks(cfg: DemoConfig) -> Hooks:
+    from rlhfkit.demo.annotators import simulate_rankings
+    from rlhfkit.demo.pretrain import pretrain_tiny_base
+
+    known = facts_by_question()
+
+    def build_base(out: Path) -> None:
+        pretrain_tiny_base(
+            out,
+            Path(data_path("handbook.md")).read_text(encoding="utf-8"),
+            hidden=cfg.tiny_hidden,
+            layers=cfg.tiny_layers,
+            vocab_size=cfg.tiny_vocab,
+            steps=cfg.pretrain_steps,
+            seed=cfg.seed,
+        )
+
+    return Hooks(
+        build_base=build_base,
+        rank=lambda generations: simulate_rankings(generations, known, seed=cfg.seed),
+        judge=RubricJudge(known),
+    )
+
+
+def demo_config(out: Path, *, model: str | None, overrides: list[str]) -> DemoConfig:
     from rlhfkit.config import load_config
-    from rlhfkit.pipeline import PipelineConfig
 
     fixed = [
         f"output_dir={out}",
         f"train_file={data_path('helpdesk_train.jsonl')}",
         f"heldout_file={data_path('helpdesk_heldout.jsonl')}",
-        f"pretrain_text={data_path('handbook.md')}",
     ]
     if model:
         fixed.append(f"base_model={model}")
-    return load_config(PipelineConfig, str(Path(__file__).with_name("pipeline.yaml")), [*fixed, *overrides])
+    return load_config(DemoConfig, str(Path(__file__).with_name("pipeline.yaml")), [*fixed, *overrides])
 
 
 def run_demo(out: Path, *, model: str | None = None, overrides: list[str] | None = None) -> dict:
@@ -40,7 +103,7 @@ def run_demo(out: Path, *, model: str | None = None, overrides: list[str] | None
         "[bold]rlhfkit demo[/]: the Lumen & Pike help desk. Rankings come from [bold]simulated "
         "annotators[/] (not people) that follow a hidden rubric with noise and disagreement."
     )
-    summary = run_pipeline(cfg, log=console.print)
+    summary = run_pipeline(cfg, hooks=demo_hooks(cfg), log=console.print)
     table = Table(title="Held-out questions (never trained on)")
     table.add_column("measure")
     table.add_column("SFT", justify="right")

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import torch
 
 from rlhfkit.data.collate import pad_left
+from rlhfkit.data.prompts import encode_prompt
 from rlhfkit.data.schema import Text
-from rlhfkit.models.load import encode_prompt
 from rlhfkit.models.sampler import hf_sample, sample
 
 
@@ -65,3 +65,8 @@ def generate_answers(
         if on_batch is not None:
             on_batch(len(chunk))
     return out
+
+
+def greedy_answers(model, tokenizer, prompts: list[Text], **kw) -> list[str]:
+    """One greedy answer per prompt (the model's own best answer, as evaluations compare them)."""
+    return [a[0] for a in generate_answers(model, tokenizer, prompts, temperature=0.0, **kw)]

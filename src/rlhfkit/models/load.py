@@ -1,8 +1,7 @@
 """Load any Hugging Face causal LM directory or hub id, its tokenizer, and optional LoRA adapters; save a run's model.
 
-Prompt formatting: a string prompt is one user turn, a message list is used as is; both go through the tokenizer's
-chat template with the generation prompt appended. A tokenizer without a chat template gets FALLBACK_CHAT_TEMPLATE
-("User: ...\\nAssistant: ..."), which is saved with every model we write, so later stages format prompts the same way.
+A tokenizer without a chat template gets FALLBACK_CHAT_TEMPLATE (data/prompts.py), which is saved with every model
+we write, so later stages format prompts the same way.
 """
 
 from __future__ import annotations
@@ -16,16 +15,7 @@ from typing import Any
 import torch
 
 from rlhfkit.config import ConfigError
-from rlhfkit.data.schema import Text
-
-FALLBACK_CHAT_TEMPLATE = (
-    "{% for m in messages %}"
-    "{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
-    "{% elif m['role'] == 'user' %}User: {{ m['content'] }}\n"
-    "{% else %}Assistant: {{ m['content'] }}{{ eos_token }}\n{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}Assistant: {% endif %}"
-)
+from rlhfkit.data.prompts import FALLBACK_CHAT_TEMPLATE
 
 _DTYPES = {
     "float32": torch.float32,
@@ -72,41 +62,6 @@ def load_tokenizer(name_or_path: str, *, padding_side: str = "right"):
         tok.chat_template = FALLBACK_CHAT_TEMPLATE
     tok.padding_side = padding_side
     return tok
-
-
-def special_prefix(tokenizer) -> list[int]:
-    """Ids the tokenizer puts in front of plain text on its own (BOS for Llama, [CLS] for BERT; often none)."""
-    plain = tokenizer("a", add_special_tokens=False).input_ids
-    full = tokenizer("a", add_special_tokens=True).input_ids
-    for start in range(len(full) - len(plain) + 1):
-        if full[start : start + len(plain)] == plain:
-            return full[:start]
-    return []
-
-
-def end_token_id(tokenizer) -> int:
-    """The token that ends an answer: EOS, or [SEP] for encoders that have no EOS."""
-    end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-    if end is None:
-        raise ValueError("tokenizer has neither an EOS nor a SEP token to end answers with")
-    return end
-
-
-def format_prompt(tokenizer, prompt: Text, *, template: str = "chat") -> str:
-    """The text the model sees before its answer."""
-    if template == "raw":
-        if not isinstance(prompt, str):
-            raise ValueError("prompt_template=raw needs string prompts, got a message list")
-        return prompt
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def encode_prompt(tokenizer, prompt: Text, *, template: str = "chat") -> list[int]:
-    """Token ids of the formatted prompt, with BOS ([CLS]) where the tokenizer would add it and the template did not."""
-    ids = tokenizer(format_prompt(tokenizer, prompt, template=template), add_special_tokens=False).input_ids
-    prefix = special_prefix(tokenizer)
-    return ids if ids[: len(prefix)] == prefix else prefix + ids
 
 
 def load_causal_lm(

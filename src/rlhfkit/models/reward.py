@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from rlhfkit.config import ConfigError
 from rlhfkit.data.collate import pad_left, pad_right
-from rlhfkit.models.load import apply_lora, format_prompt, pick_device, pick_dtype
+from rlhfkit.data.prompts import encode_prompt, format_prompt
+from rlhfkit.models.load import apply_lora, disable_dropout, load_tokenizer, pick_device, pick_dtype
 
 STATS_FILE = "reward_stats.json"
 
@@ -50,6 +51,14 @@ def load_reward_model(name_or_path: str, *, tokenizer, dtype: str = "auto", devi
     model.config.pad_token_id = tokenizer.pad_token_id  # for users of the saved model through transformers' head
     model.config.use_cache = False  # scoring never decodes step by step
     return apply_lora(model.to(dev), lora, task_type="SEQ_CLS")
+
+
+def load_scorer(model_dir: str, *, dtype: str = "auto", device: str = "auto") -> tuple[PromptResponseScorer, Any]:
+    """A reward-model directory as a frozen scorer, and its tokenizer."""
+    tokenizer = load_tokenizer(model_dir)
+    model = load_reward_model(model_dir, tokenizer=tokenizer, dtype=dtype, device=device).eval().requires_grad_(False)
+    disable_dropout(model)
+    return PromptResponseScorer(model, pad_id=tokenizer.pad_token_id), tokenizer
 
 
 def is_decoder_only(model) -> bool:
@@ -207,8 +216,6 @@ class RewardModelScore:
 
     @torch.no_grad()
     def __call__(self, batch: Responses) -> Tensor:
-        from rlhfkit.models.load import encode_prompt
-
         prompt_ids, ids = batch.prompt_ids, batch.ids
         if not self.same_tokenizer:
             eos = [self.tokenizer.eos_token_id]

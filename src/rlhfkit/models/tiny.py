@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from rlhfkit.models.load import FALLBACK_CHAT_TEMPLATE
+from rlhfkit.data.prompts import FALLBACK_CHAT_TEMPLATE
 
 PAD, EOS = "<pad>", "<eos>"
 
