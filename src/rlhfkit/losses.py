@@ -31,7 +31,9 @@ def sft_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def bradley_terry(r_chosen: Tensor, r_rejected: Tensor, *, margin: Tensor | float | None = None) -> Tensor:
-    """Per-pair -log sigmoid(r_chosen - r_rejected - margin) (Bradley & Terry 1952; margin: Touvron et al. 2023)."""
+    """Per-pair -log sigmoid(r_chosen - r_rejected - margin) (Bradley & Terry 1952; margin: Touvron et al. 2023).
+    The reference form: training uses `soft_bradley_terry`, `tie_aware_loss` and `plackett_luce`, each tested to
+    reduce to this for one hard label (and K = 2 without ties)."""
     diff = r_chosen - r_rejected
     if margin is not None:
         diff = diff - margin

@@ -40,6 +40,22 @@ def test_reduced_demo_writes_every_output(tmp_path):
     samples = [json.loads(x) for x in (out / "eval_samples.jsonl").read_text().splitlines()]
     assert len(samples) == 52
     assert set(samples[0]) >= {"question", "gold_answer", "sft_answer", "ppo_answer", "judge"}
+    # the summary's numbers are those of the answers it wrote: recomputed here with the demo's own judge
+    from rlhfkit.demo.judge import assess
+    from rlhfkit.demo.run import facts_by_question
+
+    facts = facts_by_question()
+    verdicts = [r["judge"] for r in samples]
+    assert summary["win_rate_ppo_vs_sft"] == pytest.approx((verdicts.count("a") + 0.5 * verdicts.count("tie")) / 52)
+    for model in ("sft", "ppo"):
+        correct = [assess(r[f"{model}_answer"], facts[r["question"]]).correct for r in samples]
+        assert summary[f"fact_accuracy_{model}"] == pytest.approx(sum(correct) / 52)
+    assert summary["rm_eval_accuracy"] == json.loads((out / "rm" / "metrics.json").read_text())["eval_accuracy"]
+    # and the stages ran for real: SFT's loss fell (the sizes are tiny; learning is tested in test_sft), the
+    # reward model is above chance on held-out rankings
+    sft_rows = [json.loads(x) for x in (out / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert sft_rows[-1]["loss"] < sft_rows[0]["loss"]
+    assert summary["rm_eval_accuracy"] > 0.5
     rankings = read_records(out / "rankings.jsonl")
     assert rankings.format == "rankings" and all(r.annotator.startswith("sim-annotator") for r in rankings.records)
     ppo_rows = [json.loads(x) for x in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]

@@ -86,10 +86,43 @@ def assert_same_rows(a: Path, b: Path, keys: tuple[str, ...]) -> None:
 
 
 def assert_reward_rose_with_bounded_kl(out: Path) -> dict:
+    """The "thanks" reward (the share of answers that thank) rose, to a level the SFT policy (about a quarter)
+    never reaches, while the KL stayed bounded."""
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["reward_last_tenth"] > summary["reward_first_tenth"] + 0.15
+    assert summary["reward_last_tenth"] > 0.75
     assert summary["kl_last_tenth"] < 3.0  # target / coefficient keep it near 1, not drifting away
     return summary
+
+
+# questions PPO never rolled out on (the policy learned the eight of QA)
+HELD_OUT = [
+    "Where is Finance in Boston?",
+    "How many sick days do I get?",
+    "Where is the mail room?",
+    "Who approves expenses?",
+    "When does the office open?",
+    "Where can I eat lunch?",
+    "How do I book a room?",
+    "Who is my manager?",
+]
+
+
+def thanks_rate(model_dir: Path, questions: list[str]) -> float:
+    """Share of 4 sampled answers per question (temperature 1) that thank the asker."""
+    from rlhfkit.models.generate import generate_answers
+    from rlhfkit.models.load import load_causal_lm, load_tokenizer
+
+    answers = generate_answers(
+        load_causal_lm(str(model_dir), device="cpu"),
+        load_tokenizer(str(model_dir), padding_side="left"),
+        questions,
+        num_samples=4,
+        temperature=1.0,
+        max_new_tokens=48,
+        seed=0,
+    )
+    return sum("Thank you" in a for group in answers for a in group) / (4 * len(questions))
 
 
 @pytest.mark.slow
@@ -118,20 +151,11 @@ def test_ppo_raises_a_rule_based_reward_with_bounded_kl(ppo_setup, monkeypatch):
     }
     assert all(required <= r.keys() for r in metrics)
     assert metrics[-1]["episodes"] == 960 and metrics[-1]["kl_coef"] != 0.1  # adaptive control moved beta
-    # the saved policy is a plain model directory, and it now thanks more often
-    from rlhfkit.models.generate import generate_answers
-    from rlhfkit.models.load import load_causal_lm, load_tokenizer
-
-    answers = generate_answers(
-        load_causal_lm(str(out), device="cpu"),
-        load_tokenizer(str(out), padding_side="left"),
-        [q for q, _ in QA],
-        num_samples=4,
-        temperature=1.0,
-        max_new_tokens=48,
-        seed=0,
-    )
-    assert sum("Thank you" in a for group in answers for a in group) / 32 > 0.7
+    # the saved policy is a plain model directory, and it now thanks more often, also on questions it never saw
+    # (measured: 0.19 for the SFT policy on those, 0.47 after PPO)
+    assert thanks_rate(out, [q for q, _ in QA]) > 0.7
+    sft_rate = thanks_rate(root / "sft", HELD_OUT)
+    assert thanks_rate(out, HELD_OUT) >= max(0.35, 2 * sft_rate), sft_rate
 
 
 @pytest.mark.slow
@@ -164,6 +188,9 @@ def test_ppo_raises_a_reward_model_score(ppo_setup):
     # scores are in units of the reward model's training spread (reward_stats.json)
     assert summary["reward_last_tenth"] > summary["reward_first_tenth"] + 0.3
     assert summary["kl_last_tenth"] < 3.0
+    # what the reward model was taught: thanking answers, on the training questions and on unseen ones
+    assert thanks_rate(out, [q for q, _ in QA]) > 0.7
+    assert thanks_rate(out, HELD_OUT) >= max(0.35, 2 * thanks_rate(root / "sft", HELD_OUT))
 
 
 def test_sampler_greedy_equals_hf_generate(ppo_setup):
@@ -190,12 +217,11 @@ def test_sampler_greedy_equals_hf_generate(ppo_setup):
     )[:, query.size(1) :]
     assert ours.tokens.shape == hf.shape
     assert torch.equal(ours.tokens, hf)
-    # the sampler's logprobs are those of a full forward pass over prompt + response
+
+    # the sampler's logprobs (greedy, and sampled with temperature and top-p) are those of a full forward pass over
+    # prompt + response, under logits / temperature
     from rlhfkit.ops import logprobs_from_logits
 
-    qr = torch.cat([query, ours.tokens], dim=1)
-    am = torch.cat([mask, ours.mask], dim=1)
-    g = torch.Generator().manual_seed(0)
     sampled = sample(
         model,
         query,
@@ -205,14 +231,15 @@ def test_sampler_greedy_equals_hf_generate(ppo_setup):
         pad_id=tok.pad_token_id,
         temperature=0.7,
         top_p=0.9,
-        generator=g,
+        generator=torch.Generator().manual_seed(0),
     )
-    qr = torch.cat([query, sampled.tokens], dim=1)
-    am = torch.cat([mask, sampled.mask], dim=1)
-    with torch.no_grad():
-        logits = model(input_ids=qr, attention_mask=am, position_ids=(am.cumsum(1) - 1).clamp(min=0)).logits
-    full = logprobs_from_logits(logits[:, query.size(1) - 1 : -1], sampled.tokens, temperature=0.7) * sampled.mask
-    torch.testing.assert_close(sampled.logprobs, full, rtol=0, atol=1e-5)
+    for run, temperature in ((ours, 1.0), (sampled, 0.7)):
+        qr = torch.cat([query, run.tokens], dim=1)
+        am = torch.cat([mask, run.mask], dim=1)
+        with torch.no_grad():
+            logits = model(input_ids=qr, attention_mask=am, position_ids=(am.cumsum(1) - 1).clamp(min=0)).logits
+        full = logprobs_from_logits(logits[:, query.size(1) - 1 : -1], run.tokens, temperature=temperature) * run.mask
+        torch.testing.assert_close(run.logprobs, full, rtol=0, atol=1e-5)
 
 
 def test_ppo_resume_equals_uninterrupted(ppo_setup, monkeypatch):
@@ -255,6 +282,8 @@ def test_ppo_with_two_torchrun_processes_learns(ppo_setup, tmp_path):
 
 def test_critic_beside_the_policy_equals_one_after_the_other(ppo_setup, monkeypatch):
     """overlap_critic updates the critic on a second thread: the numbers must not change."""
+    # with one thread SideBySide runs both on the calling thread: the comparison would be of one path with itself
+    assert torch.get_num_threads() >= 2, "this test needs two threads (OMP_NUM_THREADS >= 2)"
     monkeypatch.syspath_prepend(str(ROOT))
     root = ppo_setup
     invoke("ppo", *thanks_run(root, root / "beside"), "overlap_critic=true", "total_episodes=48", *SHORT)
@@ -301,21 +330,13 @@ def test_ppo_bad_settings_exit_2(ppo_setup):
     assert res.exit_code == 2 and "cannot import 'nope'" in res.output
 
 
-@pytest.mark.parametrize("mixed_precision", ["fp32", "bf16"])
-def test_before_any_update_the_ratio_is_one_and_the_kl_zero(ppo_setup, mixed_precision):
-    """Old, reference and new logprobs come from one computation (the same forward under the same autocast, cast
-    to fp32, then divided by the temperature): on the first minibatch of the first epoch the ratio is exactly 1,
-    with the reference holding the same weights the KL is exactly 0, and the critic's rollout values are the
-    values its update starts from. In bf16 the sampler's own logprobs differ from a full forward pass."""
+def wiring(ppo_setup, *, mixed_precision: str = "fp32", max_new_tokens: int = 24, **settings):
+    """A rollout scored by the PPO building blocks as `train` wires them, on the tiny SFT policy: 16 prompts, the
+    "thanks" reward, a separate reference with the policy's weights. Returns (acc, policy, critic, samples,
+    rollout, context, cfg)."""
     from contextlib import nullcontext
 
-    from rlhfkit.algorithms.ppo import (
-        policy_loss,
-        response_logprobs,
-        response_values,
-        score_rollout,
-        shuffled_minibatches,
-    )
+    from rlhfkit.algorithms.ppo import score_rollout
     from rlhfkit.config import PPOConfig
     from rlhfkit.data.collate import pad_left
     from rlhfkit.data.prompts import encode_prompt
@@ -327,7 +348,7 @@ def test_before_any_update_the_ratio_is_one_and_the_kl_zero(ppo_setup, mixed_pre
     from tests.integration.ppo_rewards import thanks
 
     sft = str(ppo_setup / "sft")
-    cfg = PPOConfig(policy=sft, reward_fn="x:y", prompts_file="p", minibatch_size=8, temperature=0.7)
+    cfg = PPOConfig(policy=sft, reward_fn="x:y", prompts_file="p", minibatch_size=8, temperature=0.7, **settings)
     acc = make_accelerator(device="cpu", mixed_precision=mixed_precision)
     tok = load_tokenizer(sft, padding_side="left")
     policy = load_causal_lm(sft, dtype="float32", device="cpu")
@@ -341,7 +362,7 @@ def test_before_any_update_the_ratio_is_one_and_the_kl_zero(ppo_setup, mixed_pre
         acc.unwrap_model(policy),
         query,
         query_mask,
-        max_new_tokens=24,
+        max_new_tokens=max_new_tokens,
         eos_id=tok.eos_token_id,
         pad_id=tok.pad_token_id,
         temperature=0.7,
@@ -364,10 +385,25 @@ def test_before_any_update_the_ratio_is_one_and_the_kl_zero(ppo_setup, mixed_pre
             chunk=8,
             reward_stats=None,
         )
-        mask = rollout.response_mask.float()
-        assert torch.equal(rollout.logprobs, rollout.ref_logprobs)  # KL exactly 0
-        first = shuffled_minibatches(16, 8, iteration=0, cfg=cfg)[0]
-        context = query.size(1)
+    return acc, policy, critic, samples, rollout, query.size(1), cfg
+
+
+@pytest.mark.parametrize("mixed_precision", ["fp32", "bf16"])
+def test_before_any_update_the_ratio_is_one_and_the_kl_zero(ppo_setup, mixed_precision):
+    """Old, reference and new logprobs come from one computation (the same forward under the same autocast, cast
+    to fp32, then divided by the temperature): on the first minibatch of the first epoch the ratio is exactly 1,
+    with the reference holding the same weights the KL is exactly 0, and the critic's rollout values are the
+    values its update starts from. In bf16 the sampler's own logprobs differ from a full forward pass."""
+    from rlhfkit.algorithms.ppo import policy_loss, response_logprobs, response_values, shuffled_minibatches
+    from rlhfkit.runtime.dist import autocast
+
+    acc, policy, critic, samples, rollout, context, cfg = wiring(ppo_setup, mixed_precision=mixed_precision)
+    mask = rollout.response_mask.float()
+    assert torch.equal(rollout.logprobs, rollout.ref_logprobs)  # KL exactly 0
+    if mixed_precision == "fp32":  # and they are the sampled tokens' logprobs (the sampler computes them apart)
+        torch.testing.assert_close(rollout.logprobs, samples.logprobs * mask, rtol=0, atol=1e-5)
+    first = shuffled_minibatches(16, 8, iteration=0, cfg=cfg)[0]
+    with autocast(acc):
         new, _ = response_logprobs(policy, rollout, first, context=context, temperature=0.7)
         assert torch.equal(new * mask[first], rollout.logprobs[first])  # ratio exactly 1
         advantages = torch.randn(mask.shape) * mask
@@ -458,3 +494,78 @@ def test_missing_eos_penalty_defaults_to_the_rewards_units():
     assert PPOConfig(reward_model="rm").eos_penalty == 1.0  # one std of the reward model's normalized scores
     assert PPOConfig(reward_fn="m:f").eos_penalty == 0.0  # unknown scale: off
     assert PPOConfig(reward_fn="m:f", missing_eos_penalty=0.05).eos_penalty == 0.05
+
+
+def test_missing_eos_penalty_lowers_only_the_answers_cut_at_the_length_limit(ppo_setup):
+    from rlhfkit.models.load import load_tokenizer
+
+    *_, samples, rollout, _, cfg = wiring(ppo_setup, max_new_tokens=10, missing_eos_penalty=0.5)
+    ended = (samples.tokens == load_tokenizer(str(ppo_setup / "sft")).eos_token_id).any(dim=1)
+    assert ended.any() and (~ended).any(), "the test needs both finished and cut answers"
+    torch.testing.assert_close(rollout.scores, rollout.raw_scores - 0.5 * (~ended).float(), rtol=0, atol=0)
+
+
+def test_whitened_rewards_by_hand():
+    """whiten_rewards scales the token rewards to unit variance over the response tokens (the mean is kept) before
+    GAE; with zero values, gamma 1 and lambda 1 the returns are the sums of the rewards still to come."""
+    from rlhfkit.algorithms.ppo import Rollout, advantages_and_returns
+    from rlhfkit.config import PPOConfig
+
+    zeros = torch.zeros(2, 2)
+    rollout = Rollout(None, None, None, torch.ones(2, 2), zeros, zeros, zeros, torch.tensor([2.0, 4.0]), None)
+    cfg = PPOConfig(whiten_rewards=True, gamma=1.0, lam=1.0)
+    kl, _, returns = advantages_and_returns(rollout, kl_coef=0.1, cfg=cfg)
+    assert torch.equal(kl, zeros)
+    # token rewards [[0, 2], [0, 4]]: mean 1.5, unbiased variance 11/3
+    std = (11 / 3) ** 0.5
+    w = [[(0 - 1.5) / std + 1.5, (2 - 1.5) / std + 1.5], [(0 - 1.5) / std + 1.5, (4 - 1.5) / std + 1.5]]
+    expected = torch.tensor([[w[0][0] + w[0][1], w[0][1]], [w[1][0] + w[1][1], w[1][1]]])
+    torch.testing.assert_close(returns, expected, rtol=0, atol=1e-6)
+    _, _, plain = advantages_and_returns(rollout, kl_coef=0.1, cfg=PPOConfig(gamma=1.0, lam=1.0))
+    torch.testing.assert_close(plain, torch.tensor([[2.0, 2.0], [4.0, 4.0]]), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("settings", [["sampler=hf"], ["critic_init=policy"]])
+def test_ppo_runs_start_at_zero_kl_with_the_hf_sampler_and_a_critic_from_the_policy(
+    ppo_setup, monkeypatch, tmp_path, settings
+):
+    """sampler=hf rolls out with transformers' generate (the scored logprobs still come from the update's own
+    forward: KL 0 at the start); critic_init=policy starts the critic from the policy with a zero head even when a
+    reward model is given, and says so."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    pairs = [{"prompt": q, "chosen": a + THANKS, "rejected": a} for q, a in QA]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    invoke(
+        "reward",
+        "train",
+        f"model={ppo_setup / 'sft'}",
+        f"train_file={tmp_path / 'pairs.jsonl'}",
+        f"output_dir={tmp_path / 'rm'}",
+        "max_steps=2",
+        "batch_size=8",
+        "tie_model=none",
+    )
+    out = tmp_path / "ppo"
+    output = runner.invoke(
+        app,
+        [
+            "ppo",
+            f"policy={ppo_setup / 'sft'}",
+            f"reward_model={tmp_path / 'rm'}",
+            f"prompts_file={ppo_setup / 'prompts.jsonl'}",
+            f"output_dir={out}",
+            "total_episodes=32",
+            *SHORT,
+            *settings,
+        ],
+    )
+    assert output.exit_code == 0, output.output + repr(output.exception)
+    rows = metric_rows(out)
+    assert rows[0]["kl"] == 0.0 and rows[1]["kl"] != 0.0
+    said = " ".join(output.output.split())
+    if settings == ["critic_init=policy"]:
+        assert "the critic starts from the policy with a zero head: critic_init=policy" in said
+        # a zero head: every value 0, so before any critic update nothing of the return variance is explained
+        assert rows[0]["value_explained_variance"] == pytest.approx(0.0, abs=1e-6)
+    else:
+        assert "critic starts from the policy" not in said

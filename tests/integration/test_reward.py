@@ -187,11 +187,11 @@ def test_tie_only_data_pushes_scores_together(rm_setup):
     assert before > 1.0 and after < 0.25 * before
 
 
-def test_rankings_with_ties_and_annotators_train(rm_setup, tmp_path):
-    _, base, _, _, _ = rm_setup
-    rng = random.Random(5)
+def rankings_and_comparisons(topics, seed: int) -> tuple[list[dict], list[dict]]:
+    """Two rankings per topic (one with a tie) and an A/B comparison judged by three annotators (2 for a, 1 tie)."""
+    rng = random.Random(seed)
     rankings, comparisons = [], []
-    for q, f in TOPICS[:16]:
+    for q, f in topics:
         polite, rude = rng.choice(POLITE).format(f=f), rng.choice(RUDE).format(f=f)
         terse = f
         rankings.append({"prompt": q, "responses": [rude, polite, terse], "ranks": [3, 1, 2]})
@@ -200,8 +200,20 @@ def test_rankings_with_ties_and_annotators_train(rm_setup, tmp_path):
             comparisons.append(
                 {"prompt": q, "response_a": polite, "response_b": rude, "label": label, "annotator": ann}
             )
+    return rankings, comparisons
+
+
+def test_rankings_with_ties_and_annotators_train(rm_setup, tmp_path):
+    """Each likelihood learns the preference, judged on topics it never saw."""
+    _, base, _, _, _ = rm_setup
+    rankings, comparisons = rankings_and_comparisons(TOPICS[:16], 5)
     rankings.append({"prompt": "?", "responses": ["x", "y"], "ranks": [1, 1], "not_rankable": True})
+    held_rankings, held_comparisons = rankings_and_comparisons(TOPICS[16:], 6)
     rank_file, comp_file = write(tmp_path / "rank.jsonl", rankings), write(tmp_path / "comp.jsonl", comparisons)
+    held_out = {
+        rank_file: write(tmp_path / "rank_test.jsonl", held_rankings),
+        comp_file: write(tmp_path / "comp_test.jsonl", held_comparisons),
+    }
     for data, extra in (
         (rank_file, ["loss=plackett_luce"]),
         (rank_file, ["loss=bt", "tie_model=rao_kupper", "tie_param=0.7"]),
@@ -215,7 +227,7 @@ def test_rankings_with_ties_and_annotators_train(rm_setup, tmp_path):
                 "train",
                 f"model={base}",
                 f"train_file={data}",
-                f"eval_file={data}",
+                f"eval_file={held_out[data]}",
                 f"output_dir={out}",
                 "max_steps=25",
                 "learning_rate=1e-3",

@@ -7,11 +7,13 @@ import torch
 
 from rlhfkit.advantages import (
     AdaptiveKLController,
+    FixedKLController,
     explained_variance,
     gae,
     kl_estimate,
     kl_shaped_rewards,
     normalize_scores,
+    whiten_advantages,
 )
 from rlhfkit.losses import ppo_clip_loss, value_clip_loss
 from rlhfkit.models.sampler import top_p_filter
@@ -40,6 +42,7 @@ def test_gae_matches_naive_loop():
     mask = torch.ones(4, 9)
     mask[1, 6:] = 0  # ended early
     mask[2, 0] = 0  # a hole (never produced by the sampler, but must not break the chain)
+    mask[2, 4] = 0  # and one in the middle: the values after it must reach the tokens before it
     mask[3, :] = 0
     mask[3, 0] = 1
     for gamma, lam in ((1.0, 0.95), (0.9, 0.5), (1.0, 1.0)):
@@ -47,6 +50,13 @@ def test_gae_matches_naive_loop():
         ref_adv, ref_ret = naive_gae(rewards * mask, values * mask, mask, gamma, lam)
         torch.testing.assert_close(adv, ref_adv, rtol=0, atol=1e-6)
         torch.testing.assert_close(ret, ref_ret, rtol=0, atol=1e-6)
+
+
+def test_gae_passes_values_through_a_masked_hole_by_hand():
+    # tokens 0 and 2 count, 1 is a hole; gamma 1, lam 1:
+    # A_2 = r_2 - V_2 = -1, A_0 = r_0 + V_2 - V_0 + A_2 = r_0 + r_2 - V_0 = 2.5
+    adv, _ = gae(t([[1.0, 0.0, 2.0]]), t([[0.5, 9.0, 3.0]]), t([[1.0, 0.0, 1.0]]), gamma=1.0, lam=1.0)
+    torch.testing.assert_close(adv, t([[2.5, 0.0, -1.0]]), rtol=0, atol=1e-7)
 
 
 def test_gae_by_hand():
@@ -81,6 +91,22 @@ def test_adaptive_kl_controller_moves_beta_the_right_way():
     assert ctl.update(0.9, 10) == pytest.approx(0.1 * (1 - 0.1 * 10 / 100))  # too little: beta down
     ctl.load_state_dict({"value": 0.3})
     assert ctl.state_dict() == {"value": 0.3}
+    ctl = AdaptiveKLController(0.1, target=1.0, horizon=100)
+    assert ctl.update(0.1, 10) == pytest.approx(0.1 * (1 - 0.2 * 10 / 100))  # far too little: error capped at -0.2
+
+
+def test_fixed_kl_controller_keeps_beta():
+    ctl = FixedKLController(0.05)
+    assert ctl.update(100.0, 10) == 0.05 and ctl.update(0.0, 10) == 0.05
+    ctl.load_state_dict({"value": 0.2})
+    assert ctl.value == 0.2 and ctl.state_dict() == {"value": 0.2}
+
+
+def test_whiten_advantages_over_response_tokens_only():
+    adv = t([[1.0, 3.0, 99.0], [5.0, -99.0, -99.0]])
+    mask = t([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    # masked entries 1, 3, 5: mean 3, unbiased variance (4 + 0 + 4) / 2 = 4, std 2
+    torch.testing.assert_close(whiten_advantages(adv, mask), t([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]), rtol=0, atol=1e-6)
 
 
 def test_ppo_clip_loss_by_hand():

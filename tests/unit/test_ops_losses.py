@@ -19,12 +19,13 @@ def test_masked_mean_and_var_by_hand():
 
 
 def test_masked_whiten_by_hand():
-    values = torch.tensor([1.0, 2.0, 3.0, 50.0])
+    # mean 4, unbiased variance ((-2)^2 + 0 + 2^2) / 2 = 4, std 2: the division by the std shows
+    values = torch.tensor([2.0, 4.0, 6.0, 50.0])
     mask = torch.tensor([1.0, 1.0, 1.0, 0.0])
     w = masked_whiten(values, mask)
     torch.testing.assert_close(w, torch.tensor([-1.0, 0.0, 1.0, 0.0]), rtol=0, atol=1e-6)
     torch.testing.assert_close(
-        masked_whiten(values, mask, shift_mean=False), torch.tensor([1.0, 2.0, 3.0, 0.0]), rtol=0, atol=1e-6
+        masked_whiten(values, mask, shift_mean=False), torch.tensor([3.0, 4.0, 5.0, 0.0]), rtol=0, atol=1e-6
     )
 
 

@@ -133,3 +133,13 @@ def test_ece_and_metrics_by_hand():
     assert m["eval_accuracy"] == 0.5 and m["eval_pairs"] == 2  # the tie is excluded
     assert m["eval_accuracy_by_agreement"] == {"0.67": 0.0, "1.00": 1.0}
     assert m["eval_score_mean"] == 1.0
+
+
+def test_decisive_win_probability_by_hand():
+    from rlhfkit.losses import decisive_win_probability
+
+    d = t([math.log(4)])
+    close(decisive_win_probability(d, t([0.0]), tie_model="davidson", tie_param=0.0).item(), 0.8)  # sigmoid(ln 4)
+    close(decisive_win_probability(d, t([0.0]), tie_model="none", tie_param=0.0).item(), 0.8)
+    # Rao-Kupper, theta = 2: P(a) = 2/3, P(b) = 1/9 -> 6/7
+    close(decisive_win_probability(d, t([0.0]), tie_model="rao_kupper", tie_param=math.log(2)).item(), 6 / 7)
