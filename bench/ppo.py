@@ -40,7 +40,8 @@ def sampler_tokens_per_second(
     import torch
 
     from rlhfkit.data.collate import pad_left
-    from rlhfkit.models.load import encode_prompt, load_causal_lm, load_tokenizer
+    from rlhfkit.data.prompts import encode_prompt
+    from rlhfkit.models.load import load_causal_lm, load_tokenizer
     from rlhfkit.models.sampler import hf_sample, sample
 
     tok = load_tokenizer(str(policy), padding_side="left")
@@ -231,7 +232,8 @@ def main() -> None:
 
     threads = torch.get_num_threads()
     lengths = [r["response_length"] for r in rows]
-    from rlhfkit.models.load import encode_prompt, load_tokenizer
+    from rlhfkit.data.prompts import encode_prompt
+    from rlhfkit.models.load import load_tokenizer
 
     tok = load_tokenizer(str(s["policy"]))
     prompt_len = statistics.mean(len(encode_prompt(tok, q, template=s["template"])) for q in s["prompts"])

@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from common import (  # noqa: E402
     matmul_peak,
-    matmul_peak_gflops,
     param_counts,
     smollm2_dir,
     synthetic_qa,
@@ -190,7 +189,7 @@ def main() -> None:
     total_params, _ = param_counts(model)
     tokens, mean_len = real_tokens(AutoTokenizer.from_pretrained(model_dir), rows, a.steps, a.batch)
     flops = train_flops_per_token(model, mean_len) * tokens
-    peak = matmul_peak_gflops()
+    peak = matmul_peak(torch.float32)
 
     results = {}
     for packing in (False, True):

@@ -69,7 +69,7 @@ class Rollout(NamedTuple):
     logprobs: Tensor  # (B, T) policy logprobs before the update (logits / temperature)
     ref_logprobs: Tensor  # (B, T)
     values: Tensor  # (B, T) critic value before each response token
-    scores: Tensor  # (B,) task reward of each full response, normalized, after the missing-EOS penalty
+    scores: Tensor  # (B,) task reward of each full response: normalized, then minus the missing-EOS penalty
     raw_scores: Tensor  # (B,) task reward as the reward model / function gave it
 
 
