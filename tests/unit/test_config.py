@@ -52,3 +52,40 @@ def test_every_field_is_documented():
     docs = field_docs(SFTConfig)
     assert all(docs.get(name.split(".")[0]) for name, _, _ in describe(SFTConfig))
     assert all(doc for _, _, doc in describe(SFTConfig))
+
+
+def test_allowed_values_are_checked_where_the_config_is_built():
+    from rlhfkit.config import PPOConfig, RewardConfig
+
+    with pytest.raises(ConfigError, match="tie_model: 'bradley' is not one of davidson, rao_kupper, none"):
+        load_config(RewardConfig, None, ["tie_model=bradley"])
+    with pytest.raises(ConfigError, match="mixed_precision: 'no' is not one of auto, fp32, bf16, fp16"):
+        load_config(PPOConfig, None, ["mixed_precision=no"])
+    assert "(one of: k1, k3)" in dict((n, d) for n, _, d in describe(PPOConfig))["kl_estimator"]
+
+
+def test_an_override_is_read_by_its_settings_type():
+    from rlhfkit.config import PPOConfig, build_config
+
+    # YAML would make these False, None and a string; the settings are text, null-able float and float
+    cfg = load_config(
+        PPOConfig, None, ["reward_fn=no", "critic_learning_rate=null", "learning_rate=1e-5", "resume=yes"]
+    )
+    assert cfg.reward_fn == "no" and cfg.critic_learning_rate is None and cfg.learning_rate == 1e-5 and cfg.resume
+    assert load_config(PPOConfig, None, ["critic_learning_rate=3e-6"]).critic_lr == 3e-6
+    # the pipeline passes dicts: the same checks
+    assert build_config(PPOConfig, {"kl_coef": 0.2, "lora": {"r": 4}}).lora.r == 4
+    with pytest.raises(ConfigError, match="unknown setting 'lora.rank'"):
+        build_config(PPOConfig, {"lora": {"rank": 4}})
+
+
+def test_shared_settings_are_declared_once():
+    """PPO shares the trainers' run settings through one base class; it redeclares only what it means otherwise."""
+    import dataclasses
+
+    from rlhfkit.config import PPOConfig, RunSettings
+
+    shared = {f.name for f in dataclasses.fields(RunSettings)}
+    own = set(PPOConfig.__dict__.get("__annotations__", {}))
+    assert shared <= {f.name for f in dataclasses.fields(PPOConfig)}
+    assert own & shared <= {"output_dir", "batch_size", "learning_rate", "logging_steps", "mixed_precision", "lora"}
