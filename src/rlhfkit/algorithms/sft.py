@@ -19,7 +19,7 @@ from rlhfkit.config import ConfigError, SFTConfig, save_config
 from rlhfkit.data.collate import SFTExample, collate_packed, collate_padded, tokenize_sft
 from rlhfkit.data.io import read_records
 from rlhfkit.eval.gold import gold_metrics
-from rlhfkit.losses import sft_nll
+from rlhfkit.losses import IGNORE_INDEX, sft_nll
 from rlhfkit.models.generate import greedy_answers
 from rlhfkit.models.load import load_causal_lm, load_tokenizer, save_model
 from rlhfkit.runtime.checkpoint import latest_checkpoint, resume_state, save_checkpoint
@@ -37,10 +37,17 @@ def make_batch(examples: list[SFTExample], *, packing: bool, pad_id: int) -> dic
 
 
 def batch_nll(model, batch: dict[str, torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed completion NLL of one micro-batch and its target-token count."""
+    """Summed completion NLL of one micro-batch and its target-token count.
+
+    Logits are computed only from the position before the batch's first target on (`logits_to_keep`): the
+    vocabulary projection over the prompts that every row shares (a chat template's system prompt, the question)
+    predicts nothing the loss counts, and at a 49k vocabulary it is a fifth of the model's arithmetic."""
     labels = batch.pop("labels").to(device)
-    logits = model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).logits
-    return sft_nll(logits, labels)
+    targets = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+    first = int(targets[0]) if len(targets) else labels.size(1) - 1
+    keep = labels.size(1) - max(first - 1, 0)
+    logits = model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False, logits_to_keep=keep).logits
+    return sft_nll(logits, labels[:, -keep:])
 
 
 @torch.no_grad()
