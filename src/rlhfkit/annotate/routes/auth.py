@@ -20,22 +20,32 @@ router = APIRouter()
 
 def attempt_login(request: Request, s: Session, body: LoginBody) -> User:
     """Check the password unless this address is backing off, for this name or for all names (password spraying).
-    The address is the peer's, or the proxy's X-Forwarded-For only where `--forwarded-allow-ips` trusts it."""
+    The address is the peer's, or the proxy's X-Forwarded-For only where `--forwarded-allow-ips` trusts it.
+
+    The attempt is counted (reserved) before the password is checked, so a burst of concurrent logins gets no more
+    checks than the limits allow; the right password resets the name's count and gives the address its attempt back."""
     by_name, by_address = request.app.state.login_by_name, request.app.state.login_by_address
     address = request.client.host if request.client else "?"
     keys = ((by_name, (address, service.name_key(body.name))), (by_address, address))
-    wait = max(limiter.wait(key) for limiter, key in keys)
-    if wait > 0:
-        seconds = math.ceil(wait)
-        raise HTTPException(
-            429, f"too many failed logins; try again in {seconds} s", headers={"Retry-After": str(seconds)}
-        )
-    user = service.authenticate(s, body.name, body.password)
-    if user is None:
+    reserved: list = []
+    try:
         for limiter, key in keys:
-            limiter.fail(key)
+            wait = limiter.reserve(key)
+            if wait > 0:
+                seconds = math.ceil(wait)
+                raise HTTPException(
+                    429, f"too many failed logins; try again in {seconds} s", headers={"Retry-After": str(seconds)}
+                )
+            reserved.append((limiter, key))
+        user = service.authenticate(s, body.name, body.password)
+    except HTTPException:  # refused before the password was checked: nothing to count
+        for limiter, key in reserved:
+            limiter.release(key)
+        raise
+    if user is None:
         raise HTTPException(401, "wrong name or password")
     by_name.succeed(keys[0][1])
+    by_address.release(keys[1][1])
     return user
 
 

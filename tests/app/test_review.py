@@ -1,0 +1,70 @@
+"""The security review after issue 12: each finding as an attack, one test (or a few) each. Every test here failed
+before its fix (see the commit that fixed it)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from rlhfkit.annotate import service
+from rlhfkit.annotate.limits import LoginLimiter
+from tests.app.test_attacks import anonymous
+
+# --- 1. the login limiter counts an attempt before the password is checked ---
+
+
+@pytest.mark.parametrize(("names", "allowed"), [("one", 5), ("many", 20)])
+def test_concurrent_logins_get_no_more_attempts_than_the_limiter_allows(app, make_user, monkeypatch, names, allowed):
+    """60 simultaneous wrong logins from one fresh address, for one name (5 allowed) or for 60 names (20 allowed per
+    address); and after the backoff, the same burst again gets one attempt, not another burst."""
+    make_user("bob")
+    real, checked = service._hasher, []
+
+    class Slow:  # a slow hash keeps every request of the burst between the limiter's check and its count
+        def verify(self, *args):
+            checked.append(1)
+            time.sleep(0.3)
+            return real.verify(*args)
+
+    monkeypatch.setattr(service, "_hasher", Slow())
+    monkeypatch.setattr(service, "_hash_slots", threading.BoundedSemaphore(64))  # not the hashing cap under test
+    clients = [anonymous(app, client=("198.51.100.9", 4000 + i)) for i in range(60)]
+
+    def burst() -> list[int]:
+        barrier = threading.Barrier(60)
+
+        def attempt(i: int) -> int:
+            barrier.wait()
+            body = {"name": "bob" if names == "one" else f"user{i}", "password": "wrong password"}
+            return clients[i].post("/api/v1/login", json=body).status_code
+
+        with ThreadPoolExecutor(60) as pool:
+            return sorted(pool.map(attempt, range(60)))
+
+    assert burst() == [401] * allowed + [429] * (60 - allowed) and len(checked) == allowed
+    time.sleep(1.5)  # the first backoff (1 s) is over: one more attempt, then 2 s
+    assert burst() == [401] + [429] * 59 and len(checked) == allowed + 1
+
+
+def test_reserving_counts_under_the_lock_and_success_resets():
+    now = [0.0]
+    limiter = LoginLimiter(clock=lambda: now[0])
+    key = ("192.0.2.1", "bob")
+    barrier = threading.Barrier(32)
+
+    def reserve(_):
+        barrier.wait()
+        return limiter.reserve(key)
+
+    with ThreadPoolExecutor(32) as pool:
+        waits = list(pool.map(reserve, range(32)))
+    assert waits.count(0) == 5 and all(w > 0 for w in waits if w)
+    limiter.succeed(key)  # the right password: the name starts afresh
+    assert limiter.reserve(key) == 0
+    for _ in range(4):
+        limiter.reserve(key)
+    limiter.release(key)  # an attempt given back (it was never checked) leaves room for one more
+    assert limiter.reserve(key) == 0 and limiter.reserve(key) > 0
