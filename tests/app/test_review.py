@@ -7,10 +7,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from rlhfkit.annotate import service
 from rlhfkit.annotate.limits import LoginLimiter
+from tests.app.conftest import PASSWORD, serving
 from tests.app.test_attacks import anonymous
 
 # --- 1. the login limiter counts an attempt before the password is checked ---
@@ -30,7 +32,6 @@ def test_concurrent_logins_get_no_more_attempts_than_the_limiter_allows(app, mak
             return real.verify(*args)
 
     monkeypatch.setattr(service, "_hasher", Slow())
-    monkeypatch.setattr(service, "_hash_slots", threading.BoundedSemaphore(64))  # not the hashing cap under test
     clients = [anonymous(app, client=("198.51.100.9", 4000 + i)) for i in range(60)]
 
     def burst() -> list[int]:
@@ -68,3 +69,47 @@ def test_reserving_counts_under_the_lock_and_success_resets():
         limiter.reserve(key)
     limiter.release(key)  # an attempt given back (it was never checked) leaves room for one more
     assert limiter.reserve(key) == 0 and limiter.reserve(key) > 0
+
+
+# --- 2. a login flood does not stall the app ---
+
+
+def test_a_login_flood_from_many_addresses_does_not_stall_other_requests(app, make_user, monkeypatch):
+    """80 concurrent wrong logins from 80 addresses: logins wait for a hashing slot without holding one of the worker
+    threads that every route needs, and those beyond the queue are refused at once (503 with Retry-After)."""
+    make_user("bob")
+    real = service._hasher
+
+    class Slow:  # an expensive hash, as argon2 is on a busy machine
+        def verify(self, *args):
+            time.sleep(1)
+            return real.verify(*args)
+
+    with serving(app, proxy_headers=True, forwarded_allow_ips="127.0.0.1") as url, httpx.Client(base_url=url) as bob:
+        token = bob.get("/api/v1/csrf").json()["csrf_token"]
+        res = bob.post("/api/v1/login", json={"name": "bob", "password": PASSWORD}, headers={"X-CSRF-Token": token})
+        assert res.status_code == 200
+        monkeypatch.setattr(service, "_hasher", Slow())
+        anon = httpx.get(url + "/api/v1/csrf")
+        headers, cookies = {"X-CSRF-Token": anon.json()["csrf_token"]}, dict(anon.cookies)
+
+        def attempt(i: int) -> httpx.Response:
+            return httpx.post(
+                url + "/api/v1/login",
+                json={"name": "bob", "password": "wrong password"},
+                headers={**headers, "X-Forwarded-For": f"203.0.113.{i}"},
+                cookies=cookies,
+                timeout=60,
+            )
+
+        with ThreadPoolExecutor(80) as pool:
+            flood = [pool.submit(attempt, i) for i in range(80)]
+            time.sleep(0.5)  # the flood is in
+            start = time.monotonic()
+            assert bob.get("/api/v1/me", timeout=60).status_code == 200
+            elapsed = time.monotonic() - start
+            answers = [f.result() for f in flood]
+    assert elapsed < 0.8, f"an authenticated request took {elapsed:.1f} s during the flood"
+    codes = [r.status_code for r in answers]
+    assert set(codes) == {401, 503} and codes.count(401) <= service.HASH_SLOTS + service.HASH_QUEUE, codes
+    assert all(r.headers.get("retry-after") for r in answers if r.status_code == 503)

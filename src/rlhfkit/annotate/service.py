@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import random
@@ -9,11 +10,13 @@ import secrets
 import threading
 import unicodedata
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from datetime import timedelta
 from functools import cache
 from typing import Any
 
+import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select, update
@@ -36,9 +39,13 @@ from rlhfkit.annotate.store import (
 
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not a password")
-# argon2 takes 64 MiB and a core per hash: a flood of logins queues here instead of exhausting memory
+# argon2 takes 64 MiB and a core per hash: hashes run on their own few threads, and a login waits for one without
+# holding a worker thread of the app (a flood of logins would otherwise stall every route). At most HASH_QUEUE
+# logins wait; more are refused at once (503, Retry-After).
 HASH_SLOTS = 4
-_hash_slots = threading.BoundedSemaphore(HASH_SLOTS)
+HASH_QUEUE = 32
+_hash_threads = ThreadPoolExecutor(HASH_SLOTS, thread_name_prefix="rlhfkit-argon2")
+_hash_admission = threading.BoundedSemaphore(HASH_SLOTS + HASH_QUEUE)  # hashing or waiting to
 _sqlite_queue_lock = threading.Lock()  # SQLite has no row locks; one lease decision at a time
 LABELS = ("a", "b", "tie", "both_bad")
 FLAGS = ("incorrect", "unsafe", "private_data")
@@ -49,11 +56,11 @@ _UNSAFE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
 
 class ServiceError(ValueError):
-    """A request that cannot be done, with an HTTP-like status."""
+    """A request that cannot be done, with an HTTP-like status (and headers for the response, e.g. Retry-After)."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers
 
 
 # --- people ---
@@ -126,17 +133,38 @@ def get_user(db: Session, user_id: int) -> User:
     return user
 
 
-def authenticate(db: Session, name: str, password: str) -> User | None:
-    user = find_user(db, name)
-    if not _hash_slots.acquire(timeout=30):
-        raise ServiceError("the server is busy; try again in a moment", 503)
-    try:  # same work whether or not the user exists
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
-        return None
-    finally:
-        _hash_slots.release()
-    return None if user is None or user.disabled else user
+        return False
+
+
+async def verify_password(password_hash: str, password: str) -> bool:
+    """Check a password on the hashing threads; the caller waits without holding a thread. A 503 (Retry-After: 1)
+    when HASH_QUEUE logins are already waiting."""
+    if not _hash_admission.acquire(blocking=False):
+        raise ServiceError("the server is busy checking other logins; try again in a second", 503, {"Retry-After": "1"})
+    future = _hash_threads.submit(_verify, password_hash, password)
+    future.add_done_callback(lambda _: _hash_admission.release())  # also when cancelled before it ran
+    try:
+        return await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        future.cancel()  # the client went away: leave the queue if the hash has not started
+        raise
+
+
+def _login_candidate(db: Session, name: str) -> tuple[User | None, str]:
+    user = find_user(db, name)
+    db.commit()  # the connection goes back to the pool while the hash is computed (the objects stay loaded)
+    return user, user.password_hash if user else _DUMMY_HASH
+
+
+async def authenticate(db: Session, name: str, password: str) -> User | None:
+    """The enabled person with this name and password, or None; the same work whether or not the person exists."""
+    user, password_hash = await anyio.to_thread.run_sync(_login_candidate, db, name)
+    ok = await verify_password(password_hash, password)
+    return user if ok and user is not None and not user.disabled else None
 
 
 def set_disabled(db: Session, user: User, *, disabled: bool) -> None:
