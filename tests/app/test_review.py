@@ -12,7 +12,7 @@ import pytest
 
 from rlhfkit.annotate import service
 from rlhfkit.annotate.limits import LoginLimiter
-from tests.app.conftest import PASSWORD, serving
+from tests.app.conftest import PASSWORD, login, serving
 from tests.app.test_attacks import anonymous
 
 # --- 1. the login limiter counts an attempt before the password is checked ---
@@ -113,3 +113,24 @@ def test_a_login_flood_from_many_addresses_does_not_stall_other_requests(app, ma
     codes = [r.status_code for r in answers]
     assert set(codes) == {401, 503} and codes.count(401) <= service.HASH_SLOTS + service.HASH_QUEUE, codes
     assert all(r.headers.get("retry-after") for r in answers if r.status_code == 503)
+
+
+# --- 3. deeply nested JSON is a client error ---
+
+
+def test_deeply_nested_json_is_a_client_error(app, admin):
+    """Nesting near Python's recursion limit (946 deep broke a recursive check) and far beyond it, anonymously at
+    login and as an admin at import: a 4xx, never a 500."""
+    pid = admin.post("/api/v1/projects", json={"name": "p"}).json()["id"]
+    anon = anonymous(app, raise_server_exceptions=False)
+    ada = login(app, "ada", raise_server_exceptions=False)
+    raw = {"content-type": "application/json"}
+    for depth in [*range(900, 1000), 5000, 500_000]:
+        deep = "[" * depth + "]" * depth
+        res = anon.post("/api/v1/login", content=f'{{"name": "x", "password": {deep}}}', headers=raw)
+        assert 400 <= res.status_code < 500, (depth, res.status_code)
+        body = f'{{"records": [{{"prompt": "q", "responses": ["a", {deep}]}}]}}'
+        res = ada.post(f"/api/v1/projects/{pid}/items", content=body, headers=raw)
+        assert 400 <= res.status_code < 500, (depth, res.status_code)
+    res = anon.post("/api/v1/login", json={"name": "x", "password": [[[["too deep"]]]] * 2})
+    assert res.status_code == 422  # shallow nesting gets the model's own answer
