@@ -3,12 +3,14 @@ before its fix (see the commit that fixed it)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from rlhfkit.annotate import service
 from rlhfkit.annotate.limits import LoginLimiter
@@ -134,3 +136,64 @@ def test_deeply_nested_json_is_a_client_error(app, admin):
         assert 400 <= res.status_code < 500, (depth, res.status_code)
     res = anon.post("/api/v1/login", json={"name": "x", "password": [[[["too deep"]]]] * 2})
     assert res.status_code == 422  # shallow nesting gets the model's own answer
+
+
+# --- 4. imported messages keep only role and content ---
+
+
+def test_imported_messages_keep_only_role_and_content(app, admin, make_user, db_url, tmp_path):
+    """An extra, deeply nested key in a message (300 deep, from a file: no request-size or depth limit applies) made
+    every lease of the item and its export a 500; extra keys are dropped at import, by the API and the command."""
+    from rlhfkit.cli import app as cli
+
+    deep: list = []
+    for _ in range(300):
+        deep = [deep]
+    prompt = [{"role": "user", "content": "hi", "x": deep}]
+    responses = [[{"role": "assistant", "content": "a", "x": deep}], [{"role": "assistant", "content": "b", "y": 1}]]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"prompt": prompt, "responses": responses}) + "\n")
+    res = CliRunner().invoke(cli, ["annotate", "import", str(samples), "--db", db_url, "--project", "p"])
+    assert res.exit_code == 0, res.output
+    shallow = [{"role": "user", "content": "hello", "x": {"y": [1]}}]
+    pid = admin.get("/api/v1/projects").json()[0]["id"]
+    res = admin.post(f"/api/v1/projects/{pid}/items", json={"records": [{"prompt": shallow, "completion": "draft"}]})
+    assert res.status_code == 201, res.text
+    make_user("bob")
+    bob = login(app, "bob", raise_server_exceptions=False)
+    seen = []
+    for _ in range(2):
+        res = bob.post(f"/api/v1/projects/{pid}/next")
+        assert res.status_code == 200, res.text
+        task = res.json()
+        seen.append(task["prompt"])
+        answer = {"label": "a"} if task["kind"] == "compare" else {"answer": "an answer"}
+        assert bob.post(f"/api/v1/assignments/{task['assignment_id']}/submit", json=answer).status_code == 201
+    assert sorted(seen, key=json.dumps) == [[{"role": "user", "content": "hello"}], [{"role": "user", "content": "hi"}]]
+    (row,) = admin.get(f"/api/v1/projects/{pid}/export?format=comparisons").json()
+    assert row["prompt"] == [{"role": "user", "content": "hi"}]
+    assert [row["response_a"], row["response_b"]] == [
+        [{"role": "assistant", "content": "a"}],
+        [{"role": "assistant", "content": "b"}],
+    ]
+
+
+def test_items_stored_with_extra_message_keys_before_the_fix_still_work(app, admin, make_user):
+    from rlhfkit.annotate.store import Item
+
+    deep: list = []
+    for _ in range(300):
+        deep = [deep]
+    pid = admin.post("/api/v1/projects", json={"name": "old"}).json()["id"]
+    with app.state.sessions() as s:  # as an import before this fix stored it
+        message = {"role": "user", "content": "hi", "x": deep}
+        s.add(Item(project_id=pid, kind="compare", prompt=[message], responses=[[message], "b"]))
+        s.commit()
+    make_user("bob")
+    bob = login(app, "bob", raise_server_exceptions=False)
+    task = bob.post(f"/api/v1/projects/{pid}/next").json()
+    assert task["prompt"] == [{"role": "user", "content": "hi"}]
+    assert bob.post(f"/projects/{pid}/work").status_code == 200
+    assert bob.post(f"/api/v1/assignments/{task['assignment_id']}/submit", json={"label": "a"}).status_code == 201
+    res = login(app, "ada", raise_server_exceptions=False).get(f"/api/v1/projects/{pid}/export?format=pairs")
+    assert res.status_code == 200 and {"role": "user", "content": "hi"} in res.json()[0]["prompt"]

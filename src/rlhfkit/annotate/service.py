@@ -257,6 +257,14 @@ def get_project(db: Session, project_id: int) -> Project:
     return project
 
 
+def plain(text: Any) -> Any:
+    """A text as stored and shown: a string, or messages with only their role and content. The data layer keeps
+    messages as given; any other key (of any depth) would reach every annotator's page and every export."""
+    if isinstance(text, list):
+        return [{"role": m["role"], "content": m["content"]} for m in text]
+    return text
+
+
 def import_records(db: Session, project: Project, records: list) -> Counter:
     """Questions become gold-answer tasks; a prompt with 2 answers a comparison, with more a ranking task.
     `records` are data-layer records (validated by rlhfkit.data)."""
@@ -265,17 +273,17 @@ def import_records(db: Session, project: Project, records: list) -> Counter:
     made: Counter = Counter()
     for r in records:
         if isinstance(r, SFTRecord):  # a question with a draft answer to edit
-            db.add(Item(project_id=project.id, kind="gold", prompt=r.prompt, responses=[r.completion]))
+            db.add(Item(project_id=project.id, kind="gold", prompt=plain(r.prompt), responses=[r.completion]))
             made["gold"] += 1
         elif isinstance(r, (Generations, Ranking)):
             # duplicates dropped; a response given as a message list stays one
-            responses = list({json.dumps(x, sort_keys=True): x for x in r.responses}.values())
+            responses = list({json.dumps(x, sort_keys=True): x for x in map(plain, r.responses)}.values())
             kind = "gold" if len(responses) < 2 else "compare" if len(responses) == 2 else "rank"
             db.add(
                 Item(
                     project_id=project.id,
                     kind=kind,
-                    prompt=r.prompt,
+                    prompt=plain(r.prompt),
                     responses=responses[:1] if kind == "gold" else responses,
                 )
             )
@@ -456,13 +464,13 @@ def skip(db: Session, assignment: Assignment) -> None:
 
 def view(assignment: Assignment) -> dict[str, Any]:
     """What the annotator sees: the prompt and the answers in their order; never a model name or others' work."""
-    item = assignment.item
+    item = assignment.item  # plain(): items imported before import dropped other keys
     return {
         "assignment_id": assignment.id,
         "kind": item.kind,
-        "prompt": item.prompt,
-        "responses": [item.responses[i] for i in assignment.order] if item.kind != "gold" else [],
-        "draft": item.responses[0] if item.kind == "gold" and item.responses else "",
+        "prompt": plain(item.prompt),
+        "responses": [plain(item.responses[i]) for i in assignment.order] if item.kind != "gold" else [],
+        "draft": plain(item.responses[0]) if item.kind == "gold" and item.responses else "",
         "expires_at": assignment.expires_at.isoformat() + "Z",
     }
 
@@ -507,21 +515,22 @@ def export(db: Session, project: Project | None, fmt: str, *, exclude_flagged: b
         if exclude_flagged and ann.flags:
             continue
         item, who = ann.item, ann.user.pseudonym
+        prompt, responses = plain(item.prompt), [plain(r) for r in item.responses]  # as view() shows them
         extra = {"annotator": who, "flags": list(ann.flags)}
         if fmt == "sft" and ann.kind == "gold":
-            rows.append({"prompt": item.prompt, "completion": ann.payload["answer"], **extra})
+            rows.append({"prompt": prompt, "completion": ann.payload["answer"], **extra})
         elif fmt == "comparisons" and ann.kind == "compare":
             rows.append(
                 {
-                    "prompt": item.prompt,
-                    "response_a": item.responses[0],
-                    "response_b": item.responses[1],
+                    "prompt": prompt,
+                    "response_a": responses[0],
+                    "response_b": responses[1],
                     "label": ann.payload["label"],
                     **extra,
                 }
             )
         elif fmt == "rankings" and ann.kind == "rank":
-            row = {"prompt": item.prompt, "responses": item.responses, "ranks": ann.payload["ranks"], **extra}
+            row = {"prompt": prompt, "responses": responses, "ranks": ann.payload["ranks"], **extra}
             if ann.payload.get("all_bad"):
                 row["not_rankable"] = True
             rows.append(row)
@@ -532,9 +541,9 @@ def export(db: Session, project: Project | None, fmt: str, *, exclude_flagged: b
                     win, lose = (0, 1) if label == "a" else (1, 0)
                     rows.append(
                         {
-                            "prompt": item.prompt,
-                            "chosen": item.responses[win],
-                            "rejected": item.responses[lose],
+                            "prompt": prompt,
+                            "chosen": responses[win],
+                            "rejected": responses[lose],
                             **extra,
                         }
                     )
@@ -545,9 +554,9 @@ def export(db: Session, project: Project | None, fmt: str, *, exclude_flagged: b
                         if ranks[i] < ranks[j]:
                             rows.append(
                                 {
-                                    "prompt": item.prompt,
-                                    "chosen": item.responses[i],
-                                    "rejected": item.responses[j],
+                                    "prompt": prompt,
+                                    "chosen": responses[i],
+                                    "rejected": responses[j],
                                     **extra,
                                 }
                             )
