@@ -4,6 +4,8 @@ before its fix (see the commit that fixed it)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,8 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from rlhfkit.annotate import service
+from rlhfkit.annotate.app import create_app
 from rlhfkit.annotate.limits import LoginLimiter
-from tests.app.conftest import PASSWORD, login, serving
+from tests.app.conftest import PASSWORD, RLHF, free_port, login, served, serving
 from tests.app.test_attacks import anonymous
 
 # --- 1. the login limiter counts an attempt before the password is checked ---
@@ -197,3 +200,56 @@ def test_items_stored_with_extra_message_keys_before_the_fix_still_work(app, adm
     assert bob.post(f"/api/v1/assignments/{task['assignment_id']}/submit", json={"label": "a"}).status_code == 201
     res = login(app, "ada", raise_server_exceptions=False).get(f"/api/v1/projects/{pid}/export?format=pairs")
     assert res.status_code == 200 and {"role": "user", "content": "hi"} in res.json()[0]["prompt"]
+
+
+# --- 5. one server per SQLite file, however the file is named ---
+
+
+def test_every_spelling_of_a_sqlite_database_names_its_file(tmp_path, monkeypatch):
+    from rlhfkit.annotate.store import sqlite_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    q = tmp_path / "real" / "q.db"
+    for url in [
+        str(q),
+        f"sqlite:///{q}",
+        f"sqlite+pysqlite:///{q}",
+        f"sqlite+pysqlite:///{q}?timeout=5",
+        f"sqlite:///{tmp_path}/link/q.db",
+        f"sqlite:///{tmp_path}/real/../real/./q.db",
+        "sqlite:///real/q.db",
+        f"sqlite:///file:{q}?uri=true",
+        "link/q.db",
+    ]:
+        assert sqlite_path(url) == q, url
+    for url in ["sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://", "sqlite:///file:x?mode=memory&uri=true"]:
+        assert sqlite_path(url) is None, url
+    assert sqlite_path("postgresql://postgres@127.0.0.1/x") is None
+    create_app(f"sqlite+pysqlite:///{tmp_path / 'new.db'}")
+    assert os.stat(tmp_path / "new.db").st_mode & 0o777 == 0o600
+
+
+def test_a_second_server_on_the_same_file_under_another_name_refuses_to_start(tmp_path):
+    """`sqlite+pysqlite:///` (the reviewer's two servers double-leased 22 of 30 items), a symlink, a hard link."""
+    db = tmp_path / "team.db"
+    (tmp_path / "alias").mkdir()
+    with served(str(db)):
+        os.symlink(db, tmp_path / "alias" / "team.db")
+        for other in (f"sqlite+pysqlite:///{db}", f"sqlite:///{tmp_path}/alias/team.db"):
+            second = subprocess.run(
+                [RLHF, "annotate", "serve", "--db", other, "--port", str(free_port())],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert second.returncode == 2 and "another rlhf annotate serve" in second.stderr, (other, second.stderr)
+        os.link(db, tmp_path / "hard.db")  # another name for the same file, with a lock file of its own
+        second = subprocess.run(
+            [RLHF, "annotate", "serve", "--db", str(tmp_path / "hard.db"), "--port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2 and "hard link" in second.stderr, second.stderr

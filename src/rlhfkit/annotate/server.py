@@ -17,7 +17,12 @@ def serve(
 
     from rlhfkit.annotate.app import create_app
 
-    path = sqlite_path(db)
+    path = sqlite_path(db)  # resolved, so every spelling of the file's name shares the lock file
+    if path is not None and path.exists() and path.stat().st_nlink > 1:
+        # another name for the same file would have a lock file of its own
+        raise ServiceError(
+            f"{path} has {path.stat().st_nlink} hard links; serve a database file with one name (copy it instead)"
+        )
     # SQLite's queue lock lives in one process: a second server on the same file would over-fill items
     lock = FileLock(f"{path}.lock", mode=0o600) if path is not None else None
     if lock is not None:

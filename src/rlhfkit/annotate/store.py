@@ -9,6 +9,7 @@ import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import (
     JSON,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
 KINDS = ("gold", "compare", "rank")
@@ -165,11 +167,18 @@ def migrate(url: str) -> None:
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The file of a SQLite database, or None for another database (or SQLite in memory)."""
-    url = normalize_url(url)
-    if not url.startswith("sqlite:///") or url in ("sqlite:///", "sqlite:///:memory:"):
+    """The file of a SQLite database, resolved (symlinks, `..`, the working directory), whatever the URL's driver
+    (`sqlite://`, `sqlite+pysqlite://`, ...) or form (`file:` URIs); None for another database or SQLite in memory."""
+    parsed = make_url(normalize_url(url))
+    database = parsed.database
+    if parsed.get_backend_name().lower() != "sqlite" or database in (None, "", ":memory:"):
         return None
-    return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+    if parsed.query.get("uri") == "true" and database.startswith("file:"):
+        uri = urlsplit(database)
+        if parsed.query.get("mode") == "memory" or "mode=memory" in uri.query:
+            return None
+        database = unquote(uri.path)
+    return Path(database).resolve()
 
 
 def open_db(url: str):
