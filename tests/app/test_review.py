@@ -253,3 +253,23 @@ def test_a_second_server_on_the_same_file_under_another_name_refuses_to_start(tm
             timeout=60,
         )
         assert second.returncode == 2 and "hard link" in second.stderr, second.stderr
+
+
+# --- 6. an existing database file is made private too ---
+
+
+def test_an_existing_world_readable_database_is_made_private_when_opened(tmp_path, caplog):
+    """A file made before new files were 0600 (or copied with a umask of 022) holds the cookie key since migration
+    0002: opening it makes it, and SQLite's -wal and -shm files, readable by the owner only."""
+    db = tmp_path / "old.db"
+    app = create_app(str(db))
+    with app.state.sessions() as s:  # leaves -wal and -shm beside it while the engine is open
+        service.create_user(s, "bob", PASSWORD, "annotator")
+    files = [p for p in (db, tmp_path / "old.db-wal", tmp_path / "old.db-shm") if p.exists()]
+    assert len(files) == 3
+    for p in files:
+        os.chmod(p, 0o644)
+    with caplog.at_level("WARNING", logger="rlhfkit.annotate"):
+        create_app(f"sqlite:///{db}")
+    assert {p.name: os.stat(p).st_mode & 0o777 for p in files} == {p.name: 0o600 for p in files}
+    assert "0600" in caplog.text and "old.db" in caplog.text
