@@ -273,3 +273,27 @@ def test_an_existing_world_readable_database_is_made_private_when_opened(tmp_pat
         create_app(f"sqlite:///{db}")
     assert {p.name: os.stat(p).st_mode & 0o777 for p in files} == {p.name: 0o600 for p in files}
     assert "0600" in caplog.text and "old.db" in caplog.text
+
+
+# --- 7. guessable passwords are refused ---
+
+
+def test_guessable_passwords_are_refused_with_the_rule(app, admin, db_url, tmp_path):
+    rule = "at least 8 characters, not your name and not a common password"
+    for name, password in [("pwa", " " * 8), ("pwb", "aaaaaaaa"), ("pwc", "abcdefgh"), ("pwt4", "pwtest12")]:
+        res = admin.post("/api/v1/users", json={"name": name, "password": password})
+        assert res.status_code == 400, (name, password, res.text)
+        assert rule in res.json()["detail"] and "guess" in res.json()["detail"]
+        page = admin.post("/admin/users", data={"name": name, "password": password}, follow_redirects=False)
+        assert page.status_code == 400
+    from rlhfkit.cli import app as cli
+
+    weak = tmp_path / "weak"
+    weak.write_text("pwtest12\n")
+    res = CliRunner().invoke(cli, ["annotate", "create-user", "pwt4", "--db", db_url, "--password-file", str(weak)])
+    assert res.exit_code == 2 and rule in res.output
+    assert admin.post("/api/v1/users", json={"name": "pwt5", "password": "pale tulip orbit"}).status_code == 201
+    assert admin.post("/api/v1/users", json={"name": "pwt6", "password": "a" * 1000}).status_code == 400
+    assert admin.post("/api/v1/users", json={"name": "pwt7", "password": "pale tulip orbit " * 50}).status_code == 201
+    with app.state.sessions() as s:
+        assert [service.find_user(s, n) for n in ("pwa", "pwb", "pwc", "pwt4")] == [None] * 4

@@ -50,7 +50,11 @@ _sqlite_queue_lock = threading.Lock()  # SQLite has no row locks; one lease deci
 LABELS = ("a", "b", "tie", "both_bad")
 FLAGS = ("incorrect", "unsafe", "private_data")
 SESSION_LIFETIME = timedelta(hours=12)
-PASSWORD_RULE = "a password needs at least 8 characters, not your name and not a common password"
+PASSWORD_RULE = (
+    "a password needs at least 8 characters, not your name and not a common password, and must be hard to guess "
+    "(zxcvbn strength 3 of 4, e.g. three or four unrelated words)"
+)
+MIN_PASSWORD_SCORE = 3  # zxcvbn: about 10^8 guesses or more
 # control, format (bidirectional overrides, zero-width), surrogate, private-use, unassigned, line/paragraph separators
 _UNSAFE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
@@ -103,10 +107,18 @@ def _common_passwords() -> frozenset[str]:
 def check_password(name: str, password: str) -> None:
     if (
         not 8 <= len(password) <= 1000
+        or not password.strip()
         or name_key(password) == name_key(name)
         or password.casefold() in _common_passwords()
     ):
         raise ServiceError(PASSWORD_RULE)
+    from zxcvbn import zxcvbn
+
+    # zxcvbn takes at most 72 characters (its time grows fast with length); 72 it cannot guess are plenty
+    result = zxcvbn(password[:72], user_inputs=[name])
+    if result["score"] < MIN_PASSWORD_SCORE:
+        hint = result["feedback"]["warning"]
+        raise ServiceError(f"{PASSWORD_RULE}{f': {hint}' if hint else ''}")
 
 
 def create_user(db: Session, name: str, password: str, role: str) -> User:
