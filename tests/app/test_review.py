@@ -9,14 +9,19 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from rlhfkit.annotate import service
+from rlhfkit.annotate import service, store
 from rlhfkit.annotate.app import create_app
 from rlhfkit.annotate.limits import LoginLimiter
+from rlhfkit.annotate.store import normalize_url
 from tests.app.conftest import PASSWORD, RLHF, free_port, login, served, serving
 from tests.app.test_attacks import anonymous
 
@@ -297,3 +302,76 @@ def test_guessable_passwords_are_refused_with_the_rule(app, admin, db_url, tmp_p
     assert admin.post("/api/v1/users", json={"name": "pwt7", "password": "pale tulip orbit " * 50}).status_code == 201
     with app.state.sessions() as s:
         assert [service.find_user(s, n) for n in ("pwa", "pwb", "pwc", "pwt4")] == [None] * 4
+
+
+# --- 8. invisible characters and look-alike names ---
+
+
+def test_invisible_characters_and_look_alike_names_are_refused(app, admin):
+    new = {"password": PASSWORD, "role": "annotator"}
+    assert admin.post("/api/v1/users", json={"name": "alice", **new}).status_code == 201
+    invisible = ["\u3164", "alice\u2800", "alice\u3164", "alice\ufe0f", "\u115f\u1160", "al\u00adice", "alice\uffa0"]
+    invisible += ["al\u034fice", "alice\U000e0100", "alice\u1680bob"]
+    for bad in invisible:
+        res = admin.post("/api/v1/users", json={"name": bad, **new})
+        assert res.status_code == 400 and "character" in res.json()["detail"], (bad, res.text)
+    # Cyrillic а, Cyrillic А and Л-less capitals, Greek Ε, Cyrillic і: each looks like alice
+    for look_alike in ["\u0430lice", "\u0410LICE", "ALIC\u0395", "al\u0456ce", "a1ice"]:
+        res = admin.post("/api/v1/users", json={"name": look_alike, **new})
+        assert res.status_code == 409, (look_alike, res.text)
+    page = admin.post("/admin/users", data={"name": "\u0430lice", **new}, follow_redirects=False)
+    assert page.status_code == 409
+    assert admin.post("/api/v1/projects", json={"name": "P1 prefs"}).status_code == 201
+    for look_alike in ["\u04201 prefs", "\u03a11 PREFS", "P1  prefs", "Pl prefs"]:  # Cyrillic Р, Greek Ρ
+        res = admin.post("/api/v1/projects", json={"name": look_alike})
+        assert res.status_code == 409, (look_alike, res.text)
+    assert admin.post("/api/v1/users", json={"name": "alicia", **new}).status_code == 201  # different is fine
+    login(app, "ALICE")  # and a person still logs in under any case of their name
+
+
+def test_every_default_ignorable_character_is_refused_in_names():
+    """The table of invisible characters, checked against the `regex` module's Unicode properties."""
+    regex = pytest.importorskip("regex")
+    ignorable = regex.compile(r"[\p{Default_Ignorable_Code_Point}\u2800]")
+    missed = []
+    for cp in range(0x110000):
+        if ignorable.match(chr(cp)):
+            try:
+                service.clean_name(f"a{chr(cp)}b", what="name", max_length=100)
+                missed.append(f"U+{cp:04X}")
+            except service.ServiceError:
+                pass
+    assert missed == []
+
+
+def test_a_0002_database_gets_look_alike_keys(db_url):
+    """Names that look alike but were told apart before 0003 keep working under their exact names; the new keys
+    refuse further look-alikes; and "mary" (whose key changes) still logs in as Mary."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(store.__file__).with_name("migrations")))
+    cfg.set_main_option("sqlalchemy.url", normalize_url(db_url).replace("%", "%%"))
+    command.upgrade(cfg, "0002")
+    engine = create_engine(normalize_url(db_url))
+    hashed = service._hasher.hash(PASSWORD)
+    with engine.begin() as c:
+        people = [("ada", "admin"), ("alice", "annotator"), ("\u0430lice", "annotator"), ("Mary", "annotator")]
+        for name, role in people:  # name_key as 0002 made it (NFKC, case folded)
+            c.execute(
+                text(
+                    "INSERT INTO users (name, name_key, password_hash, role, pseudonym, disabled, created_at) "
+                    "VALUES (:n, :k, :h, :r, :p, false, CURRENT_TIMESTAMP)"
+                ),
+                {"n": name, "k": name.casefold(), "h": hashed, "r": role, "p": f"ann-{name}"},
+            )
+    engine.dispose()
+    app = create_app(db_url)  # applies 0003
+    assert login(app, "alice").get("/api/v1/me").json()["name"] == "alice"
+    assert login(app, "\u0430lice").get("/api/v1/me").json()["name"] == "\u0430lice"
+    assert login(app, "mary").get("/api/v1/me").json()["name"] == "Mary"
+    ada = login(app, "ada")
+    new = {"password": PASSWORD, "role": "annotator"}
+    assert ada.post("/api/v1/users", json={"name": "\u0410lice", **new}).status_code == 409
+    assert ada.post("/api/v1/users", json={"name": "rnary", **new}).status_code == 409
+    command.downgrade(cfg, "0002")  # and back
+    command.upgrade(cfg, "head")
+    assert login(app, "\u0430lice").get("/api/v1/me").json()["name"] == "\u0430lice"

@@ -23,6 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rlhfkit.annotate import names
 from rlhfkit.annotate.agreement import agreement_report
 from rlhfkit.annotate.store import (
     KINDS,
@@ -81,8 +82,8 @@ def _add_unique(db: Session, row, conflict: str) -> None:
 
 
 def name_key(name: str) -> str:
-    """What makes two names the same name: NFKC (full-width and other compatibility forms) and case folding."""
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name.strip()).casefold())
+    """What makes two names the same name: compatibility forms, case and look-alike letters (names.skeleton)."""
+    return names.skeleton(name)
 
 
 def clean_name(name: str, *, what: str, max_length: int) -> str:
@@ -93,6 +94,9 @@ def clean_name(name: str, *, what: str, max_length: int) -> str:
     bad = next((c for c in name if unicodedata.category(c) in _UNSAFE_CATEGORIES), None)
     if bad is not None:
         raise ServiceError(f"{what} must not hold control or bidirectional-override characters (U+{ord(bad):04X})")
+    bad = names.invisible_character(name)
+    if bad is not None:
+        raise ServiceError(f"{what} must not hold invisible characters or unusual spaces (U+{ord(bad):04X})")
     return name
 
 
