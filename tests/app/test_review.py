@@ -375,3 +375,43 @@ def test_a_0002_database_gets_look_alike_keys(db_url):
     command.downgrade(cfg, "0002")  # and back
     command.upgrade(cfg, "head")
     assert login(app, "\u0430lice").get("/api/v1/me").json()["name"] == "\u0430lice"
+
+
+# --- 9. X-Forwarded-For from a peer that is not trusted: a warning ---
+
+
+def test_x_forwarded_for_from_an_untrusted_peer_is_reported_once(tmp_path, caplog):
+    """Behind a proxy that --forwarded-allow-ips does not name, everyone shares the proxy's login budget: the first
+    such request says so in the log, once."""
+    from fastapi.testclient import TestClient
+
+    db = str(tmp_path / "team.db")
+    for trusted, peer in [(None, "10.0.0.5"), ("10.0.0.5", "10.0.0.6")]:
+        app = create_app(db) if trusted is None else create_app(db, forwarded_allow_ips=trusted)
+        client = TestClient(app, client=(peer, 5000))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="rlhfkit.annotate"):
+            for _ in range(3):
+                assert client.get("/healthz", headers={"X-Forwarded-For": "203.0.113.7"}).status_code == 200
+        warnings = [r.getMessage() for r in caplog.records if "X-Forwarded-For" in r.getMessage()]
+        assert len(warnings) == 1 and peer in warnings[0] and "--forwarded-allow-ips" in warnings[0]
+
+
+def test_x_forwarded_for_from_a_trusted_proxy_names_the_client(tmp_path, caplog):
+    from fastapi.testclient import TestClient
+
+    db = str(tmp_path / "team.db")
+    app = create_app(db, forwarded_allow_ips="10.0.0.5")
+    with app.state.sessions() as s:
+        service.create_user(s, "bob", PASSWORD, "annotator")
+    proxy = TestClient(app, client=("10.0.0.5", 5000))
+    token = proxy.get("/api/v1/csrf").json()["csrf_token"]
+
+    def attempt(address: str, password: str) -> int:
+        headers = {"X-CSRF-Token": token, "X-Forwarded-For": address}
+        return proxy.post("/api/v1/login", json={"name": "bob", "password": password}, headers=headers).status_code
+
+    with caplog.at_level("WARNING", logger="rlhfkit.annotate"):
+        assert [attempt("203.0.113.9", "wrong password") for _ in range(6)] == [401] * 5 + [429]
+        assert attempt("198.51.100.4", PASSWORD) == 200  # another client behind the same proxy
+    assert "X-Forwarded-For" not in caplog.text

@@ -33,9 +33,8 @@ def serve(
                 f"another rlhf annotate serve uses {path}; SQLite takes one server process (use PostgreSQL for several)"
             ) from None
     try:
-        app = create_app(db, secure_cookies=secure_cookies)
-        proxy = {"proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips} if forwarded_allow_ips else {}
-        uvicorn.run(app, host=host, port=port, **({"proxy_headers": False} | proxy))
+        app = create_app(db, secure_cookies=secure_cookies, forwarded_allow_ips=forwarded_allow_ips)
+        uvicorn.run(app, host=host, port=port, proxy_headers=False)  # the app reads X-Forwarded-For itself
     finally:
         if lock is not None:
             lock.release()
