@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, text
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, func, select, text
 from typer.testing import CliRunner
 
 from rlhfkit.annotate import service, store
@@ -23,6 +26,7 @@ from rlhfkit.annotate.app import create_app
 from rlhfkit.annotate.limits import LoginLimiter
 from rlhfkit.annotate.store import normalize_url
 from tests.app.conftest import PASSWORD, RLHF, free_port, login, served, serving
+from tests.app.test_api import project_with
 from tests.app.test_attacks import anonymous
 
 # --- 1. the login limiter counts an attempt before the password is checked ---
@@ -383,8 +387,6 @@ def test_a_0002_database_gets_look_alike_keys(db_url):
 def test_x_forwarded_for_from_an_untrusted_peer_is_reported_once(tmp_path, caplog):
     """Behind a proxy that --forwarded-allow-ips does not name, everyone shares the proxy's login budget: the first
     such request says so in the log, once."""
-    from fastapi.testclient import TestClient
-
     db = str(tmp_path / "team.db")
     for trusted, peer in [(None, "10.0.0.5"), ("10.0.0.5", "10.0.0.6")]:
         app = create_app(db) if trusted is None else create_app(db, forwarded_allow_ips=trusted)
@@ -398,8 +400,6 @@ def test_x_forwarded_for_from_an_untrusted_peer_is_reported_once(tmp_path, caplo
 
 
 def test_x_forwarded_for_from_a_trusted_proxy_names_the_client(tmp_path, caplog):
-    from fastapi.testclient import TestClient
-
     db = str(tmp_path / "team.db")
     app = create_app(db, forwarded_allow_ips="10.0.0.5")
     with app.state.sessions() as s:
@@ -415,3 +415,16 @@ def test_x_forwarded_for_from_a_trusted_proxy_names_the_client(tmp_path, caplog)
         assert [attempt("203.0.113.9", "wrong password") for _ in range(6)] == [401] * 5 + [429]
         assert attempt("198.51.100.4", PASSWORD) == 200  # another client behind the same proxy
     assert "X-Forwarded-For" not in caplog.text
+
+
+# --- 10. the cheap informational ones ---
+
+
+def test_the_limiters_keep_small_keys_whatever_the_name(app):
+    """A 100-character name of U+FDFA normalises to 1800 characters: kept as it is, 100,000 such keys would take
+    hundreds of MB per limiter."""
+    anon = anonymous(app)
+    assert anon.post("/api/v1/login", json={"name": "\ufdfa" * 100, "password": "wrong password"}).status_code == 401
+    for limiter in (app.state.login_by_name, app.state.login_by_address):
+        assert len(limiter) == 1
+        assert all(len(pickle.dumps(key)) < 64 for key in limiter._attempts)
