@@ -428,3 +428,26 @@ def test_the_limiters_keep_small_keys_whatever_the_name(app):
     for limiter in (app.state.login_by_name, app.state.login_by_address):
         assert len(limiter) == 1
         assert all(len(pickle.dumps(key)) < 64 for key in limiter._attempts)
+
+
+def test_logging_in_purges_dead_sessions_a_batch_at_a_time(app, make_user):
+    from rlhfkit.annotate.store import AuthSession, utcnow
+
+    bob = make_user("bob")
+    live = login(app, "bob")
+    long_ago = utcnow() - service.SESSION_LIFETIME - timedelta(minutes=1)
+    with app.state.sessions() as s:
+        for i in range(1500):  # expired or revoked: they open nothing, but the table grew with every login
+            revoked = utcnow() if i % 2 else None
+            s.add(AuthSession(id=f"{i:064x}", user_id=bob.id, created_at=long_ago, revoked_at=revoked))
+        s.commit()
+
+    def count() -> int:
+        with app.state.sessions() as s:
+            return s.scalar(select(func.count()).select_from(AuthSession))
+
+    login(app, "bob")
+    assert count() == 2 + 500  # one batch of 1000 per login, so a login never waits on a big delete
+    login(app, "bob")
+    assert count() == 3
+    assert live.get("/api/v1/me").status_code == 200  # live sessions stay

@@ -19,7 +19,7 @@ from typing import Any
 import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -51,6 +51,7 @@ _sqlite_queue_lock = threading.Lock()  # SQLite has no row locks; one lease deci
 LABELS = ("a", "b", "tie", "both_bad")
 FLAGS = ("incorrect", "unsafe", "private_data")
 SESSION_LIFETIME = timedelta(hours=12)
+PURGE_BATCH = 1000  # dead sessions deleted per login
 PASSWORD_RULE = (
     "a password needs at least 8 characters, not your name and not a common password, and must be hard to guess "
     "(zxcvbn strength 3 of 4, e.g. three or four unrelated words)"
@@ -214,7 +215,14 @@ def _digest(token: str) -> str:
 
 
 def start_session(db: Session, user: User) -> str:
-    """A new session for `user`; the returned token goes into the (signed) cookie."""
+    """A new session for `user`; the returned token goes into the (signed) cookie. Ended and expired sessions are
+    deleted on the way, a batch at a time (no lookup needs them: a missing session is no session)."""
+    stale = (
+        select(AuthSession.id)
+        .where(or_(AuthSession.revoked_at.is_not(None), AuthSession.created_at < utcnow() - SESSION_LIFETIME))
+        .limit(PURGE_BATCH)
+    )
+    db.execute(delete(AuthSession).where(AuthSession.id.in_(stale)))
     token = secrets.token_urlsafe(32)
     db.add(AuthSession(id=_digest(token), user_id=user.id))
     db.commit()
