@@ -451,3 +451,16 @@ def test_logging_in_purges_dead_sessions_a_batch_at_a_time(app, make_user):
     login(app, "bob")
     assert count() == 3
     assert live.get("/api/v1/me").status_code == 200  # live sessions stay
+
+
+def test_logging_in_again_ends_the_browsers_previous_session(app, make_user):
+    make_user("bob")
+    make_user("cy")
+    browser = login(app, "bob")
+    before = dict(browser.cookies)
+    res = browser.post("/api/v1/login", json={"name": "cy", "password": PASSWORD})
+    assert res.status_code == 200 and browser.get("/api/v1/me").json()["name"] == "cy"
+    old = TestClient(app)
+    for name, value in before.items():
+        old.cookies.set(name, value)
+    assert old.get("/api/v1/me").status_code == 401
