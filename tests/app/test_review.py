@@ -464,3 +464,13 @@ def test_logging_in_again_ends_the_browsers_previous_session(app, make_user):
     for name, value in before.items():
         old.cookies.set(name, value)
     assert old.get("/api/v1/me").status_code == 401
+
+
+def test_pages_and_api_answers_are_not_cached(app, admin, make_user):
+    pid = project_with(admin, [{"prompt": "q", "responses": ["a", "b"]}])
+    for path in ["/", "/admin", f"/projects/{pid}/work", "/api/v1/me", "/api/v1/projects", "/login", "/api/v1/csrf"]:
+        res = admin.get(path)
+        assert res.status_code == 200 and res.headers.get("cache-control") == "no-store", path
+    res = admin.get(f"/api/v1/projects/{pid}/export?format=pairs")
+    assert res.headers.get("cache-control") == "no-store"
+    assert TestClient(app).get("/login").headers.get("cache-control") == "no-store"

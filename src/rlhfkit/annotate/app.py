@@ -103,6 +103,8 @@ def create_app(
         response.headers["Content-Security-Policy"] = (
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
         )
+        if not request.url.path.startswith("/static/"):  # pages and answers carry people's data and work
+            response.headers["Cache-Control"] = "no-store"
         return response
 
     # added late = outer, so everything inside sees the session
