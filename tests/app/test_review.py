@@ -474,3 +474,16 @@ def test_pages_and_api_answers_are_not_cached(app, admin, make_user):
     res = admin.get(f"/api/v1/projects/{pid}/export?format=pairs")
     assert res.headers.get("cache-control") == "no-store"
     assert TestClient(app).get("/login").headers.get("cache-control") == "no-store"
+
+
+def test_serve_warns_that_rlhfkit_secret_key_is_no_longer_used(tmp_path, monkeypatch, caplog):
+    import uvicorn
+
+    from rlhfkit.annotate import server
+
+    ran = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.append(options))
+    monkeypatch.setenv("RLHFKIT_SECRET_KEY", "an old key")
+    with caplog.at_level("WARNING", logger="rlhfkit.annotate"):
+        server.serve(str(tmp_path / "team.db"), host="127.0.0.1", port=free_port())
+    assert ran and "RLHFKIT_SECRET_KEY" in caplog.text and "no longer used" in caplog.text

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
+
 from filelock import FileLock, Timeout
 
 from rlhfkit.annotate.service import ServiceError
 from rlhfkit.annotate.store import sqlite_path
+
+log = logging.getLogger("rlhfkit.annotate")
 
 
 def serve(
@@ -16,6 +21,12 @@ def serve(
     import uvicorn
 
     from rlhfkit.annotate.app import create_app
+
+    if os.environ.get("RLHFKIT_SECRET_KEY"):
+        log.warning(
+            "RLHFKIT_SECRET_KEY is set but no longer used: each database signs its cookies with its own key, kept in "
+            "the database (unset it, and keep the database private)"
+        )
 
     path = sqlite_path(db)  # resolved, so every spelling of the file's name shares the lock file
     if path is not None and path.exists() and path.stat().st_nlink > 1:
