@@ -94,10 +94,19 @@ def test_a_login_flood_from_many_addresses_does_not_stall_other_requests(app, ma
     make_user("bob")
     real = service._hasher
 
+    lock, running, peak = threading.Lock(), [0], [0]
+
     class Slow:  # an expensive hash, as argon2 is on a busy machine
         def verify(self, *args):
-            time.sleep(1)
-            return real.verify(*args)
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            try:
+                time.sleep(1)
+                return real.verify(*args)
+            finally:
+                with lock:
+                    running[0] -= 1
 
     with serving(app, proxy_headers=True, forwarded_allow_ips="127.0.0.1") as url, httpx.Client(base_url=url) as bob:
         token = bob.get("/api/v1/csrf").json()["csrf_token"]
@@ -123,9 +132,9 @@ def test_a_login_flood_from_many_addresses_does_not_stall_other_requests(app, ma
             assert bob.get("/api/v1/me", timeout=60).status_code == 200
             elapsed = time.monotonic() - start
             answers = [f.result() for f in flood]
-    assert elapsed < 0.8, f"an authenticated request took {elapsed:.1f} s during the flood"
+    assert elapsed < 1.0, f"an authenticated request took {elapsed:.1f} s during the flood"
     codes = [r.status_code for r in answers]
-    assert set(codes) == {401, 503} and codes.count(401) <= service.HASH_SLOTS + service.HASH_QUEUE, codes
+    assert set(codes) == {401, 503} and peak[0] <= service.HASH_SLOTS, (codes, peak)  # some waited, the rest refused
     assert all(r.headers.get("retry-after") for r in answers if r.status_code == 503)
 
 
