@@ -189,19 +189,19 @@ def test_the_backoff_grows_ends_and_forgets():
     key = ("192.0.2.1", "bob")
     for _ in range(5):
         assert limiter.wait(key) == 0
-        limiter.fail(key)
+        assert limiter.reserve(key) == 0  # counted before the password is checked
     first = limiter.wait(key)
-    assert first > 0
+    assert first > 0 and limiter.reserve(key) == first  # refused, and not counted
     now[0] += first
     assert limiter.wait(key) == 0
-    limiter.fail(key)
+    assert limiter.reserve(key) == 0
     assert limiter.wait(key) > first  # each further failure waits longer
     now[0] += 10 * 24 * 3600
     assert limiter.wait(key) == 0  # not forever
     for i in range(1000):  # memory is bounded whatever the number of names tried
-        limiter.fail(("192.0.2.1", f"name{i}"))
+        limiter.reserve(("192.0.2.1", f"name{i}"))
     assert len(limiter) <= 100
-    limiter.fail(key)
+    limiter.reserve(key)
     limiter.succeed(key)
     assert limiter.wait(key) == 0
 

@@ -9,6 +9,7 @@ text is escaped by Jinja2's autoescape.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -19,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import DataError
 from starlette.middleware.sessions import SessionMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from rlhfkit.annotate import service
 from rlhfkit.annotate.deps import verify_csrf
@@ -28,14 +30,45 @@ from rlhfkit.annotate.service import ServiceError
 from rlhfkit.annotate.store import open_db
 
 HERE = Path(__file__).parent
+log = logging.getLogger("rlhfkit.annotate")
 MAX_BODY_BYTES = 4 * 2**20  # larger imports: `rlhf annotate import`
 
 
+class ForwardedFor:
+    """X-Forwarded-For is believed only from the `trusted` proxies (uvicorn's ProxyHeadersMiddleware; the login
+    limiter would otherwise take each client's word for its address). The first time it arrives from a peer that is
+    not trusted, a warning says so: most likely a proxy missing from --forwarded-allow-ips, behind which everyone
+    shares one address and so one login budget."""
+
+    def __init__(self, app, trusted: str | None = None):
+        self.app = ProxyHeadersMiddleware(app, trusted_hosts=trusted) if trusted else app
+        self.trusted = self.app.trusted_hosts if trusted else ()
+        self.warned = False
+
+    async def __call__(self, scope, receive, send):
+        if not self.warned and scope["type"] in ("http", "websocket"):
+            peer = scope["client"][0] if scope.get("client") else None
+            if peer not in self.trusted and any(name == b"x-forwarded-for" for name, _ in scope["headers"]):
+                self.warned = True
+                log.warning(
+                    f"X-Forwarded-For came from {peer}, which --forwarded-allow-ips does not name, so it is ignored: "
+                    f"everyone behind {peer} shares one login budget (20 failed logins, then everyone waits). If "
+                    f"{peer} is your reverse proxy, serve with --forwarded-allow-ips {peer}"
+                )
+        await self.app(scope, receive, send)
+
+
 def create_app(
-    db_url: str, *, secret_key: str | None = None, secure_cookies: bool = False, max_body_bytes: int = MAX_BODY_BYTES
+    db_url: str,
+    *,
+    secret_key: str | None = None,
+    secure_cookies: bool = False,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    forwarded_allow_ips: str | None = None,
 ) -> FastAPI:
     """The app on the database at `db_url` (migrated first). Cookies are signed with the database's own key unless
-    `secret_key` is given; either way a session is valid only in the database that issued it."""
+    `secret_key` is given; either way a session is valid only in the database that issued it. X-Forwarded-For is
+    believed from the addresses in `forwarded_allow_ips` (comma-separated; a reverse proxy's) only."""
     sessions = open_db(db_url)
     with sessions() as s:
         instance = service.instance(s)
@@ -70,9 +103,11 @@ def create_app(
         response.headers["Content-Security-Policy"] = (
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
         )
+        if not request.url.path.startswith("/static/"):  # pages and answers carry people's data and work
+            response.headers["Cache-Control"] = "no-store"
         return response
 
-    # added last = outermost, so everything inside sees the session
+    # added late = outer, so everything inside sees the session
     app.add_middleware(
         SessionMiddleware,
         secret_key=secret_key or own_key,
@@ -81,10 +116,11 @@ def create_app(
         https_only=secure_cookies,
         max_age=int(service.SESSION_LIFETIME.total_seconds()),
     )
+    app.add_middleware(ForwardedFor, trusted=forwarded_allow_ips)  # outermost: sees the peer's own address
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError):
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(DataError)
     async def unstorable_input(request: Request, exc: DataError):

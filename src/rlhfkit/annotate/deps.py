@@ -66,8 +66,9 @@ def csrf_token(request: Request) -> str:
 
 
 def start_session(request: Request, s: Session, user: User) -> None:
-    """A new session on login (no fixation): a new server-side session, a new CSRF token, and the database named."""
-    request.session.clear()
+    """A new session on login (no fixation): a new server-side session, a new CSRF token, and the database named.
+    The browser's previous session ends, so a copy of its old cookie opens nothing."""
+    end_session(request, s)
     request.session["sid"] = service.start_session(s, user)
     request.session["db"] = request.app.state.database_id
     request.session["csrf"] = secrets.token_urlsafe(32)

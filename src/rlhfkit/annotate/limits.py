@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -10,10 +11,13 @@ from cachetools import TTLCache
 
 
 class LoginLimiter:
-    """Failed logins per key. The first `free` failures cost nothing; after that each attempt waits twice as long as
+    """Login attempts per key. The first `free` failures cost nothing; after that each attempt waits twice as long as
     the one before (base_delay, 2x, 4x, ... at most max_delay), so an attacker slows down but cannot lock a key
-    forever. A key is forgotten `forget` seconds after its last failure, and at most `max_keys` are kept (the least
-    recently used go first), so memory is bounded whatever names are tried."""
+    forever. A key is forgotten `forget` seconds after its last attempt, and at most `max_keys` are kept (the least
+    recently used go first) under a fixed-size digest, so memory is bounded whatever names are tried.
+
+    An attempt is counted when it is reserved, before the password is checked: checking first and counting after
+    would let a burst of concurrent logins all pass the check before the first failure is counted."""
 
     def __init__(
         self,
@@ -26,27 +30,53 @@ class LoginLimiter:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.free, self.base_delay, self.max_delay, self.clock = free, base_delay, max_delay, clock
-        self._failures: TTLCache = TTLCache(maxsize=max_keys, ttl=forget, timer=clock)  # key -> (count, last time)
+        self._attempts: TTLCache = TTLCache(maxsize=max_keys, ttl=forget, timer=clock)  # key -> (count, last time)
         self._lock = threading.Lock()
 
-    def wait(self, key: Hashable) -> float:
-        """Seconds until `key` may try again (0: now)."""
-        with self._lock:
-            count, last = self._failures.get(key, (0, 0.0))
+    @staticmethod
+    def _key(key: Hashable) -> bytes:
+        # 16 bytes whatever the key: a 100-character name can normalise to 1800 characters, times max_keys
+        return hashlib.blake2b(repr(key).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def _wait(self, count: int, last: float) -> float:
         if count < self.free:
             return 0.0
         delay = min(self.base_delay * 2 ** (count - self.free), self.max_delay)
         return max(0.0, last + delay - self.clock())
 
-    def fail(self, key: Hashable) -> None:
+    def wait(self, key: Hashable) -> float:
+        """Seconds until `key` may try again (0: now)."""
         with self._lock:
-            count, _ = self._failures.get(key, (0, 0.0))
-            self._failures[key] = (count + 1, self.clock())
+            return self._wait(*self._attempts.get(self._key(key), (0, 0.0)))
+
+    def reserve(self, key: Hashable) -> float:
+        """Count an attempt for `key` and return 0, or, while `key` backs off, count nothing and return the seconds to
+        wait. Check and count happen under one lock, so concurrent attempts cannot all see a count below the limit."""
+        key = self._key(key)
+        with self._lock:
+            count, last = self._attempts.get(key, (0, 0.0))
+            wait = self._wait(count, last)
+            if wait > 0:
+                return wait
+            self._attempts[key] = (count + 1, self.clock())
+            return 0.0
+
+    def release(self, key: Hashable) -> None:
+        """Give back one reserved attempt: the password was never checked, or it was right (an address keeps its
+        failures when one of its people logs in, so a sprayer cannot reset its budget with an account of its own)."""
+        key = self._key(key)
+        with self._lock:
+            count, last = self._attempts.get(key, (0, 0.0))
+            if count <= 1:
+                self._attempts.pop(key, None)
+            else:
+                self._attempts[key] = (count - 1, last)
 
     def succeed(self, key: Hashable) -> None:
+        """The right password for this key: it starts afresh."""
         with self._lock:
-            self._failures.pop(key, None)
+            self._attempts.pop(self._key(key), None)
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._failures)
+            return len(self._attempts)

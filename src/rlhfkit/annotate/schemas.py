@@ -9,19 +9,24 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Deeper than any request needs (records > record > responses > messages > message is 5): deep nesting would
+# otherwise reach Python's recursion limit in checks and serializers, a 500.
+MAX_DEPTH = 32
 
 
-def _refuse_surrogates(value: Any) -> None:
-    if isinstance(value, str):
-        if _SURROGATE.search(value):
-            raise ValueError("text must be valid Unicode (a lone surrogate such as \\ud800 is not)")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _refuse_surrogates(k)
-            _refuse_surrogates(v)
-    elif isinstance(value, list):
-        for v in value:
-            _refuse_surrogates(v)
+def _check_json(value: Any) -> None:
+    """Refuse lone surrogates and nesting deeper than MAX_DEPTH; walked with a stack, not recursion."""
+    stack = [(value, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise ValueError("text must be valid Unicode (a lone surrogate such as \\ud800 is not)")
+        elif isinstance(value, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise ValueError(f"the JSON is nested too deeply (at most {MAX_DEPTH} levels)")
+            children = [x for kv in value.items() for x in kv] if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
 
 
 class Body(BaseModel):
@@ -29,7 +34,7 @@ class Body(BaseModel):
     @classmethod
     def _valid_unicode(cls, data: Any) -> Any:
         # JSON may escape half a surrogate pair ("\ud800"): Python keeps it, and encoding it later would be a 500
-        _refuse_surrogates(data)
+        _check_json(data)
         return data
 
 

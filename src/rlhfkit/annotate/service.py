@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import random
@@ -9,17 +10,20 @@ import secrets
 import threading
 import unicodedata
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from datetime import timedelta
 from functools import cache
 from typing import Any
 
+import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rlhfkit.annotate import names
 from rlhfkit.annotate.agreement import agreement_report
 from rlhfkit.annotate.store import (
     KINDS,
@@ -36,24 +40,33 @@ from rlhfkit.annotate.store import (
 
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not a password")
-# argon2 takes 64 MiB and a core per hash: a flood of logins queues here instead of exhausting memory
+# argon2 takes 64 MiB and a core per hash: hashes run on their own few threads, and a login waits for one without
+# holding a worker thread of the app (a flood of logins would otherwise stall every route). At most HASH_QUEUE
+# logins wait; more are refused at once (503, Retry-After).
 HASH_SLOTS = 4
-_hash_slots = threading.BoundedSemaphore(HASH_SLOTS)
+HASH_QUEUE = 32
+_hash_threads = ThreadPoolExecutor(HASH_SLOTS, thread_name_prefix="rlhfkit-argon2")
+_hash_admission = threading.BoundedSemaphore(HASH_SLOTS + HASH_QUEUE)  # hashing or waiting to
 _sqlite_queue_lock = threading.Lock()  # SQLite has no row locks; one lease decision at a time
 LABELS = ("a", "b", "tie", "both_bad")
 FLAGS = ("incorrect", "unsafe", "private_data")
 SESSION_LIFETIME = timedelta(hours=12)
-PASSWORD_RULE = "a password needs at least 8 characters, not your name and not a common password"
+PURGE_BATCH = 1000  # dead sessions deleted per login
+PASSWORD_RULE = (
+    "a password needs at least 8 characters, not your name and not a common password, and must be hard to guess "
+    "(zxcvbn strength 3 of 4, e.g. three or four unrelated words)"
+)
+MIN_PASSWORD_SCORE = 3  # zxcvbn: about 10^8 guesses or more
 # control, format (bidirectional overrides, zero-width), surrogate, private-use, unassigned, line/paragraph separators
 _UNSAFE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
 
 class ServiceError(ValueError):
-    """A request that cannot be done, with an HTTP-like status."""
+    """A request that cannot be done, with an HTTP-like status (and headers for the response, e.g. Retry-After)."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers
 
 
 # --- people ---
@@ -70,8 +83,8 @@ def _add_unique(db: Session, row, conflict: str) -> None:
 
 
 def name_key(name: str) -> str:
-    """What makes two names the same name: NFKC (full-width and other compatibility forms) and case folding."""
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name.strip()).casefold())
+    """What makes two names the same name: compatibility forms, case and look-alike letters (names.skeleton)."""
+    return names.skeleton(name)
 
 
 def clean_name(name: str, *, what: str, max_length: int) -> str:
@@ -82,6 +95,9 @@ def clean_name(name: str, *, what: str, max_length: int) -> str:
     bad = next((c for c in name if unicodedata.category(c) in _UNSAFE_CATEGORIES), None)
     if bad is not None:
         raise ServiceError(f"{what} must not hold control or bidirectional-override characters (U+{ord(bad):04X})")
+    bad = names.invisible_character(name)
+    if bad is not None:
+        raise ServiceError(f"{what} must not hold invisible characters or unusual spaces (U+{ord(bad):04X})")
     return name
 
 
@@ -96,10 +112,18 @@ def _common_passwords() -> frozenset[str]:
 def check_password(name: str, password: str) -> None:
     if (
         not 8 <= len(password) <= 1000
+        or not password.strip()
         or name_key(password) == name_key(name)
         or password.casefold() in _common_passwords()
     ):
         raise ServiceError(PASSWORD_RULE)
+    from zxcvbn import zxcvbn
+
+    # zxcvbn takes at most 72 characters (its time grows fast with length); 72 it cannot guess are plenty
+    result = zxcvbn(password[:72], user_inputs=[name])
+    if result["score"] < MIN_PASSWORD_SCORE:
+        hint = result["feedback"]["warning"]
+        raise ServiceError(f"{PASSWORD_RULE}{f': {hint}' if hint else ''}")
 
 
 def create_user(db: Session, name: str, password: str, role: str) -> User:
@@ -126,17 +150,38 @@ def get_user(db: Session, user_id: int) -> User:
     return user
 
 
-def authenticate(db: Session, name: str, password: str) -> User | None:
-    user = find_user(db, name)
-    if not _hash_slots.acquire(timeout=30):
-        raise ServiceError("the server is busy; try again in a moment", 503)
-    try:  # same work whether or not the user exists
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
-        return None
-    finally:
-        _hash_slots.release()
-    return None if user is None or user.disabled else user
+        return False
+
+
+async def verify_password(password_hash: str, password: str) -> bool:
+    """Check a password on the hashing threads; the caller waits without holding a thread. A 503 (Retry-After: 1)
+    when HASH_QUEUE logins are already waiting."""
+    if not _hash_admission.acquire(blocking=False):
+        raise ServiceError("the server is busy checking other logins; try again in a second", 503, {"Retry-After": "1"})
+    future = _hash_threads.submit(_verify, password_hash, password)
+    future.add_done_callback(lambda _: _hash_admission.release())  # also when cancelled before it ran
+    try:
+        return await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        future.cancel()  # the client went away: leave the queue if the hash has not started
+        raise
+
+
+def _login_candidate(db: Session, name: str) -> tuple[User | None, str]:
+    user = find_user(db, name)
+    db.commit()  # the connection goes back to the pool while the hash is computed (the objects stay loaded)
+    return user, user.password_hash if user else _DUMMY_HASH
+
+
+async def authenticate(db: Session, name: str, password: str) -> User | None:
+    """The enabled person with this name and password, or None; the same work whether or not the person exists."""
+    user, password_hash = await anyio.to_thread.run_sync(_login_candidate, db, name)
+    ok = await verify_password(password_hash, password)
+    return user if ok and user is not None and not user.disabled else None
 
 
 def set_disabled(db: Session, user: User, *, disabled: bool) -> None:
@@ -170,7 +215,14 @@ def _digest(token: str) -> str:
 
 
 def start_session(db: Session, user: User) -> str:
-    """A new session for `user`; the returned token goes into the (signed) cookie."""
+    """A new session for `user`; the returned token goes into the (signed) cookie. Ended and expired sessions are
+    deleted on the way, a batch at a time (no lookup needs them: a missing session is no session)."""
+    stale = (
+        select(AuthSession.id)
+        .where(or_(AuthSession.revoked_at.is_not(None), AuthSession.created_at < utcnow() - SESSION_LIFETIME))
+        .limit(PURGE_BATCH)
+    )
+    db.execute(delete(AuthSession).where(AuthSession.id.in_(stale)))
     token = secrets.token_urlsafe(32)
     db.add(AuthSession(id=_digest(token), user_id=user.id))
     db.commit()
@@ -229,6 +281,14 @@ def get_project(db: Session, project_id: int) -> Project:
     return project
 
 
+def plain(text: Any) -> Any:
+    """A text as stored and shown: a string, or messages with only their role and content. The data layer keeps
+    messages as given; any other key (of any depth) would reach every annotator's page and every export."""
+    if isinstance(text, list):
+        return [{"role": m["role"], "content": m["content"]} for m in text]
+    return text
+
+
 def import_records(db: Session, project: Project, records: list) -> Counter:
     """Questions become gold-answer tasks; a prompt with 2 answers a comparison, with more a ranking task.
     `records` are data-layer records (validated by rlhfkit.data)."""
@@ -237,17 +297,17 @@ def import_records(db: Session, project: Project, records: list) -> Counter:
     made: Counter = Counter()
     for r in records:
         if isinstance(r, SFTRecord):  # a question with a draft answer to edit
-            db.add(Item(project_id=project.id, kind="gold", prompt=r.prompt, responses=[r.completion]))
+            db.add(Item(project_id=project.id, kind="gold", prompt=plain(r.prompt), responses=[r.completion]))
             made["gold"] += 1
         elif isinstance(r, (Generations, Ranking)):
             # duplicates dropped; a response given as a message list stays one
-            responses = list({json.dumps(x, sort_keys=True): x for x in r.responses}.values())
+            responses = list({json.dumps(x, sort_keys=True): x for x in map(plain, r.responses)}.values())
             kind = "gold" if len(responses) < 2 else "compare" if len(responses) == 2 else "rank"
             db.add(
                 Item(
                     project_id=project.id,
                     kind=kind,
-                    prompt=r.prompt,
+                    prompt=plain(r.prompt),
                     responses=responses[:1] if kind == "gold" else responses,
                 )
             )
@@ -428,13 +488,13 @@ def skip(db: Session, assignment: Assignment) -> None:
 
 def view(assignment: Assignment) -> dict[str, Any]:
     """What the annotator sees: the prompt and the answers in their order; never a model name or others' work."""
-    item = assignment.item
+    item = assignment.item  # plain(): items imported before import dropped other keys
     return {
         "assignment_id": assignment.id,
         "kind": item.kind,
-        "prompt": item.prompt,
-        "responses": [item.responses[i] for i in assignment.order] if item.kind != "gold" else [],
-        "draft": item.responses[0] if item.kind == "gold" and item.responses else "",
+        "prompt": plain(item.prompt),
+        "responses": [plain(item.responses[i]) for i in assignment.order] if item.kind != "gold" else [],
+        "draft": plain(item.responses[0]) if item.kind == "gold" and item.responses else "",
         "expires_at": assignment.expires_at.isoformat() + "Z",
     }
 
@@ -479,21 +539,22 @@ def export(db: Session, project: Project | None, fmt: str, *, exclude_flagged: b
         if exclude_flagged and ann.flags:
             continue
         item, who = ann.item, ann.user.pseudonym
+        prompt, responses = plain(item.prompt), [plain(r) for r in item.responses]  # as view() shows them
         extra = {"annotator": who, "flags": list(ann.flags)}
         if fmt == "sft" and ann.kind == "gold":
-            rows.append({"prompt": item.prompt, "completion": ann.payload["answer"], **extra})
+            rows.append({"prompt": prompt, "completion": ann.payload["answer"], **extra})
         elif fmt == "comparisons" and ann.kind == "compare":
             rows.append(
                 {
-                    "prompt": item.prompt,
-                    "response_a": item.responses[0],
-                    "response_b": item.responses[1],
+                    "prompt": prompt,
+                    "response_a": responses[0],
+                    "response_b": responses[1],
                     "label": ann.payload["label"],
                     **extra,
                 }
             )
         elif fmt == "rankings" and ann.kind == "rank":
-            row = {"prompt": item.prompt, "responses": item.responses, "ranks": ann.payload["ranks"], **extra}
+            row = {"prompt": prompt, "responses": responses, "ranks": ann.payload["ranks"], **extra}
             if ann.payload.get("all_bad"):
                 row["not_rankable"] = True
             rows.append(row)
@@ -504,9 +565,9 @@ def export(db: Session, project: Project | None, fmt: str, *, exclude_flagged: b
                     win, lose = (0, 1) if label == "a" else (1, 0)
                     rows.append(
                         {
-                            "prompt": item.prompt,
-                            "chosen": item.responses[win],
-                            "rejected": item.responses[lose],
+                            "prompt": prompt,
+                            "chosen": responses[win],
+                            "rejected": responses[lose],
                             **extra,
                         }
                     )
@@ -517,9 +578,9 @@ def export(db: Session, project: Project | None, fmt: str, *, exclude_flagged: b
                         if ranks[i] < ranks[j]:
                             rows.append(
                                 {
-                                    "prompt": item.prompt,
-                                    "chosen": item.responses[i],
-                                    "rejected": item.responses[j],
+                                    "prompt": prompt,
+                                    "chosen": responses[i],
+                                    "rejected": responses[j],
                                     **extra,
                                 }
                             )

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import (
     JSON,
@@ -22,8 +24,10 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
+log = logging.getLogger("rlhfkit.annotate")
 KINDS = ("gold", "compare", "rank")
 ROLES = ("admin", "annotator")
 
@@ -165,19 +169,44 @@ def migrate(url: str) -> None:
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The file of a SQLite database, or None for another database (or SQLite in memory)."""
-    url = normalize_url(url)
-    if not url.startswith("sqlite:///") or url in ("sqlite:///", "sqlite:///:memory:"):
+    """The file of a SQLite database, resolved (symlinks, `..`, the working directory), whatever the URL's driver
+    (`sqlite://`, `sqlite+pysqlite://`, ...) or form (`file:` URIs); None for another database or SQLite in memory."""
+    parsed = make_url(normalize_url(url))
+    database = parsed.database
+    if parsed.get_backend_name().lower() != "sqlite" or database in (None, "", ":memory:"):
         return None
-    return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+    if parsed.query.get("uri") == "true" and database.startswith("file:"):
+        uri = urlsplit(database)
+        if parsed.query.get("mode") == "memory" or "mode=memory" in uri.query:
+            return None
+        database = unquote(uri.path)
+    return Path(database).resolve()
+
+
+def _make_private(path: Path) -> None:
+    """Owner-only modes for an existing database and SQLite's -wal and -shm files: a file made before new ones were
+    0600, or copied under a umask of 022, holds password hashes and (since migration 0002) the cookie key."""
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = p.stat().st_mode & 0o777
+            if mode & 0o077:
+                p.chmod(0o600)
+                log.warning("%s was readable by others (mode %04o); it is now 0600", p, mode)
+        except FileNotFoundError:
+            pass
+        except PermissionError:  # someone else's file: say so, and go on
+            log.warning("%s is readable by others and is not ours to chmod: make it 0600", p)
 
 
 def open_db(url: str):
     """Migrate, then return a session factory. A new SQLite file is created readable by its owner only (it holds
-    password hashes and the cookie key); SQLite gives its -wal and -shm files the same mode."""
+    password hashes and the cookie key), and an existing one is made so; SQLite gives its -wal and -shm files the
+    database's mode."""
     path = sqlite_path(url)
-    if path is not None and not path.exists():
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    if path is not None:
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        _make_private(path)
     migrate(url)
     return sessionmaker(make_engine(url), expire_on_commit=False)
 

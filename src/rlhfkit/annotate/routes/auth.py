@@ -9,33 +9,48 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from rlhfkit.annotate import service
 from rlhfkit.annotate.deps import DB, CurrentUser, FormFields, csrf_token, end_session, parse, start_session
 from rlhfkit.annotate.schemas import LoginBody
+from rlhfkit.annotate.service import ServiceError
 from rlhfkit.annotate.store import User
 
 router = APIRouter()
 
 
-def attempt_login(request: Request, s: Session, body: LoginBody) -> User:
+async def attempt_login(request: Request, s: Session, body: LoginBody) -> User:
     """Check the password unless this address is backing off, for this name or for all names (password spraying).
-    The address is the peer's, or the proxy's X-Forwarded-For only where `--forwarded-allow-ips` trusts it."""
+    The address is the peer's, or the proxy's X-Forwarded-For only where `--forwarded-allow-ips` trusts it.
+
+    The attempt is counted (reserved) before the password is checked, so a burst of concurrent logins gets no more
+    checks than the limits allow; the right password resets the name's count and gives the address its attempt back."""
     by_name, by_address = request.app.state.login_by_name, request.app.state.login_by_address
     address = request.client.host if request.client else "?"
     keys = ((by_name, (address, service.name_key(body.name))), (by_address, address))
-    wait = max(limiter.wait(key) for limiter, key in keys)
-    if wait > 0:
-        seconds = math.ceil(wait)
-        raise HTTPException(
-            429, f"too many failed logins; try again in {seconds} s", headers={"Retry-After": str(seconds)}
-        )
-    user = service.authenticate(s, body.name, body.password)
-    if user is None:
+    reserved: list = []
+    try:
         for limiter, key in keys:
-            limiter.fail(key)
+            wait = limiter.reserve(key)
+            if wait > 0:
+                seconds = math.ceil(wait)
+                raise HTTPException(
+                    429, f"too many failed logins; try again in {seconds} s", headers={"Retry-After": str(seconds)}
+                )
+            reserved.append((limiter, key))
+        try:
+            user = await service.authenticate(s, body.name, body.password)
+        except ServiceError as e:  # too many logins waiting for a hashing slot
+            raise HTTPException(e.status, str(e), headers=e.headers) from None
+    except HTTPException:  # refused before the password was checked: nothing to count
+        for limiter, key in reserved:
+            limiter.release(key)
+        raise
+    if user is None:
         raise HTTPException(401, "wrong name or password")
     by_name.succeed(keys[0][1])
+    by_address.release(keys[1][1])
     return user
 
 
@@ -45,10 +60,13 @@ def api_csrf(request: Request) -> dict[str, str]:
     return {"csrf_token": csrf_token(request)}
 
 
+# The login routes are async: waiting for a hashing slot holds no worker thread; database work goes to one.
+
+
 @router.post("/api/v1/login", tags=["auth"])
-def api_login(body: LoginBody, request: Request, s: DB) -> dict[str, Any]:
-    user = attempt_login(request, s, body)
-    start_session(request, s, user)
+async def api_login(body: LoginBody, request: Request, s: DB) -> dict[str, Any]:
+    user = await attempt_login(request, s, body)
+    await run_in_threadpool(start_session, request, s, user)
     return {"name": user.name, "role": user.role, "csrf_token": request.session["csrf"]}
 
 
@@ -59,20 +77,21 @@ def login_page(request: Request):
 
 
 @router.post("/login", response_class=HTMLResponse, include_in_schema=False)
-def login_form(request: Request, form: FormFields, s: DB):
+async def login_form(request: Request, form: FormFields, s: DB):
     templates = request.app.state.templates
     try:
         body = parse(LoginBody, {"name": form.get("name") or "", "password": form.get("password") or ""})
-        user = attempt_login(request, s, body)
+        user = await attempt_login(request, s, body)
     except RequestValidationError:
-        error, status = "A name has at most 100 characters and a password at most 1000.", 422
+        error, status, headers = "A name has at most 100 characters and a password at most 1000.", 422, None
     except HTTPException as e:
         error, status = ("Wrong name or password." if e.status_code == 401 else e.detail), e.status_code
+        headers = e.headers
     else:
-        start_session(request, s, user)
+        await run_in_threadpool(start_session, request, s, user)
         return RedirectResponse("/", status_code=303)
     return templates.TemplateResponse(
-        request, "login.html", {"csrf": csrf_token(request), "error": error}, status_code=status
+        request, "login.html", {"csrf": csrf_token(request), "error": error}, status_code=status, headers=headers
     )
 
 
