@@ -267,6 +267,8 @@ def test_ppo_with_lora_uses_the_base_as_reference_and_learns(ppo_setup, monkeypa
     invoke("ppo", *thanks_run(root, out), *[x for x in PPO if not x.startswith("learning_rate")], *lora)
     # adapters start at zero: the policy is exactly its reference (the base with adapters off) at first
     assert abs(metric_rows(out)[0]["kl"]) < 1e-4
+    # and stays the base: once the adapters learn, the policy moves away from it
+    assert max(r["kl"] for r in metric_rows(out)[1:]) > 0.05
     assert_reward_rose_with_bounded_kl(out)
     assert not list(out.glob("adapter_*"))  # merged on save: a plain model directory
 
