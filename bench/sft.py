@@ -120,13 +120,17 @@ def real_model(steps: int, batch: int) -> None:
     data = Path(__file__).parents[1] / "examples" / "helpdesk" / "sft_train.jsonl"
     examples, _ = tokenize_sft(read_records(str(data)).records, load_tokenizer(str(model_dir)), max_length=512)
     per_epoch = len(examples) // batch * batch
-    seen = [
-        examples[i] for step in range(steps) for i in step_indices(step, n=len(examples), batch_size=batch, seed=42)
-    ]
-    tokens = sum(len(e.input_ids) for e in seen)
-    mean_len = tokens / len(seen)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    full_flops = train_flops_per_token(model, mean_len) * tokens
+    head = model.get_output_embeddings().weight.numel()
+    tokens = head_tokens = 0
+    for step in range(steps):  # the batches the run sees; logits are kept from each batch's first target on
+        rows = [examples[i] for i in step_indices(step, n=len(examples), batch_size=batch, seed=42)]
+        first = min(next(i for i, x in enumerate(e.labels) if x != -100) for e in rows)
+        tokens += sum(len(e.input_ids) for e in rows)
+        head_tokens += sum(max(0, len(e.input_ids) - (first - 1)) for e in rows)
+    mean_len = tokens / (steps * batch)
+    # 6 FLOPs per matmul parameter and real token, the LM head's only where logits are computed
+    full_flops = train_flops_per_token(model, mean_len) * tokens - 6 * head * (tokens - head_tokens)
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     work = Path(tempfile.mkdtemp(prefix="bench-sft-real-"))
     total, in_matmuls = param_counts(model)
