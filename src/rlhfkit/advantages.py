@@ -54,6 +54,33 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, *, gamma: float, lam: flo
     return advantages, (advantages + values) * mask
 
 
+def group_advantages(scores: Tensor, *, group_size: int, kind: str, eps: float = 1e-6) -> Tensor:
+    """Critic-free advantages of sequence scores (B,), B = prompts x group_size with each prompt's samples side by
+    side: "grpo" (Shao et al. 2024, Sec. 4.1.2): (r - group mean) / (group std + eps); "rloo" (Ahmadian et al. 2024,
+    Eq. 7): r minus the mean of the other samples of its prompt, K / (K - 1) (r - group mean)."""
+    if scores.numel() % group_size or group_size < 2:
+        raise ValueError(f"{scores.numel()} scores do not split into groups of {group_size} (at least 2)")
+    groups = scores.view(-1, group_size)
+    mean = groups.mean(dim=1, keepdim=True)
+    if kind == "grpo":
+        out = (groups - mean) / (groups.std(dim=1, keepdim=True) + eps)
+    elif kind == "rloo":
+        out = (groups - mean) * group_size / (group_size - 1)
+    else:
+        raise ValueError(f"unknown group advantage {kind!r} (grpo, rloo)")
+    return out.reshape(-1)
+
+
+def discounted_returns(rewards: Tensor, mask: Tensor, *, gamma: float) -> Tensor:
+    """G_t = r_t + gamma G_{t+1} over each row's masked tokens (REINFORCE returns), zero outside the mask."""
+    returns = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.size(1))):
+        running = torch.where(mask[:, t] > 0, rewards[:, t] + gamma * running, running)
+        returns[:, t] = running * mask[:, t]
+    return returns
+
+
 def whiten_advantages(advantages: Tensor, mask: Tensor) -> Tensor:
     """Zero mean, unit variance over the response tokens of the batch."""
     return masked_whiten(advantages, mask)

@@ -106,6 +106,99 @@ def reward_centering(r_a: Tensor, r_b: Tensor) -> Tensor:
     return (r_a + r_b) ** 2
 
 
+# --- direct preference optimization (policy logprobs against a frozen reference) ------------------------------
+#
+# Inputs are summed response logprobs of shape (P,): logp_a, logp_b under the policy, ref_a, ref_b under the
+# reference; outcome shares p_a, p_b, p_tie as for the reward model (a hard label is one-hot). The implicit reward of
+# a response is beta * (logp - ref) (Rafailov et al. 2023, Eq. 5).
+
+
+def dpo_loss(
+    logp_a: Tensor,
+    logp_b: Tensor,
+    ref_a: Tensor,
+    ref_b: Tensor,
+    p_a: Tensor,
+    p_b: Tensor,
+    p_tie: Tensor,
+    *,
+    beta: float,
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """Per-pair DPO loss (Rafailov et al. 2023, Eq. 7) against soft outcome shares: -(q log sigmoid(beta h) + (1 - q)
+    log sigmoid(-beta h)), h = (logp_a - ref_a) - (logp_b - ref_b), q = p_a + p_tie / 2 (a tie is half a vote each
+    way, which pulls h to 0). label_smoothing eps moves q towards 1/2 as q (1 - eps) + (1 - q) eps: conservative DPO
+    (cDPO, Mitchell 2023), for labels that are wrong with probability eps."""
+    h = (logp_a - ref_a) - (logp_b - ref_b)
+    q = p_a + 0.5 * p_tie
+    q = q * (1 - label_smoothing) + (1 - q) * label_smoothing
+    return -(q * F.logsigmoid(beta * h) + (1 - q) * F.logsigmoid(-beta * h))
+
+
+def robust_dpo_loss(
+    logp_a: Tensor, logp_b: Tensor, ref_a: Tensor, ref_b: Tensor, p_a: Tensor, *, beta: float, label_smoothing: float
+) -> Tensor:
+    """Robust DPO (Chowdhury et al. 2024, Eq. 8): an unbiased loss when each label is flipped with probability eps:
+    ((1 - eps) l(h) - eps l(-h)) / (1 - 2 eps), l(h) = -log sigmoid(beta h), for the pair's majority direction
+    (p_a >= 1/2: a over b)."""
+    if not 0 <= label_smoothing < 0.5:
+        raise ValueError(f"robust DPO needs 0 <= label_smoothing < 0.5, got {label_smoothing}")
+    h = (logp_a - ref_a) - (logp_b - ref_b)
+    h = torch.where(p_a >= 0.5, h, -h)
+    eps = label_smoothing
+    return ((1 - eps) * -F.logsigmoid(beta * h) - eps * -F.logsigmoid(-beta * h)) / (1 - 2 * eps)
+
+
+def ipo_loss(
+    logp_a: Tensor, logp_b: Tensor, ref_a: Tensor, ref_b: Tensor, p_a: Tensor, p_b: Tensor, *, beta: float
+) -> Tensor:
+    """IPO (Azar et al. 2023, Eq. 17): (h - (p_a - p_b) / (2 beta))^2, h the log-ratio difference; a hard label
+    regresses h to 1 / (2 beta) (beta is the paper's tau), a tie to 0. (The mixture over outcomes sum_i p_i (h - t_i)^2
+    differs from this by a constant only.)"""
+    h = (logp_a - ref_a) - (logp_b - ref_b)
+    return (h - (p_a - p_b) / (2 * beta)) ** 2
+
+
+def tie_dpo_loss(
+    logp_a: Tensor,
+    logp_b: Tensor,
+    ref_a: Tensor,
+    ref_b: Tensor,
+    p_a: Tensor,
+    p_b: Tensor,
+    p_tie: Tensor,
+    *,
+    beta: float,
+    tie_model: str = "davidson",
+    tie_param: float = 0.0,
+) -> Tensor:
+    """DPO with ties (Chen et al. 2024, "On Extending DPO to Accommodate Ties"): the three-outcome likelihood of the
+    reward model (Davidson or Rao-Kupper) over the implicit rewards beta (logp - ref), so a tie pulls the two
+    implicit rewards together as it pulls reward-model scores together."""
+    r_a, r_b = beta * (logp_a - ref_a), beta * (logp_b - ref_b)
+    return tie_aware_loss(r_a, r_b, p_a, p_b, p_tie, tie_model=tie_model, tie_param=tie_param)
+
+
+def kto_loss(
+    logp: Tensor,
+    ref: Tensor,
+    desirable: Tensor,
+    *,
+    beta: float,
+    kl: Tensor,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> Tensor:
+    """KTO (Ethayarajh et al. 2024, Eq. 8) for unpaired good/bad answers: with r = logp - ref and the reference point
+    z = max(0, kl) (an estimate of KL(policy || reference), not differentiated), a good answer costs
+    w_D (1 - sigmoid(beta (r - z))), a bad one w_U (1 - sigmoid(beta (z - r))). desirable: (N,) bool."""
+    z = kl.detach().clamp(min=0)
+    r = logp - ref
+    good = desirable_weight * (1 - torch.sigmoid(beta * (r - z)))
+    bad = undesirable_weight * (1 - torch.sigmoid(beta * (z - r)))
+    return torch.where(desirable, good, bad)
+
+
 # --- PPO -------------------------------------------------------------------------------------------------------
 
 
