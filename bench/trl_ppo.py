@@ -46,10 +46,11 @@ def main() -> None:
     prompts = [json.loads(line)["prompt"] for line in open(a.prompts) if line.strip()]
     if a.template == "chat":  # the same ids `rlhf ppo` gives the policy with prompt_template=chat
         ids = [
-            tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True)
+            tok.apply_chat_template(
+                [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True, return_dict=False
+            )
             for q in prompts
         ]
-        ids = [x["input_ids"] if isinstance(x, dict) else x for x in ids]
     else:
         ids = [tok(q, add_special_tokens=False).input_ids for q in prompts]
     config = PPOConfig(
@@ -85,13 +86,24 @@ def main() -> None:
         model.config.pad_token_id = tok.pad_token_id
         return model
 
+    def value_model():
+        model = reward_model()
+        if a.lora_r:  # as `rlhf ppo` with lora.r > 0: the critic's backbone frozen under adapters, its head trains
+            from peft import LoraConfig, inject_adapter_in_model
+
+            linear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+            inject_adapter_in_model(LoraConfig(r=a.lora_r, lora_alpha=a.lora_alpha, target_modules=linear), model.model)
+            for name, p in model.named_parameters():
+                p.requires_grad = "lora_" in name or name.startswith("score")
+        return model
+
     trainer = PPOTrainer(
         args=config,
         processing_class=tok,
         model=AutoModelForCausalLM.from_pretrained(a.policy),
         ref_model=None if a.lora_r else AutoModelForCausalLM.from_pretrained(a.policy),
         reward_model=reward_model(),
-        value_model=reward_model(),
+        value_model=value_model(),
         train_dataset=Dataset.from_dict({"input_ids": ids}),
         peft_config=peft_config,
     )

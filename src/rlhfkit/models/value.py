@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from rlhfkit.models.load import pick_device, pick_dtype
+from rlhfkit.models.load import apply_lora, pick_device, pick_dtype
 from rlhfkit.models.reward import backbone_and_head
 
 
@@ -31,12 +33,14 @@ def load_value_model(
     device: str = "auto",
     zero_head: bool = False,
     score_stats: dict[str, float] | None = None,
+    lora: Any = None,
 ) -> ValueModel:
     """From a reward-model directory (its backbone and head: the usual start) or a causal LM (a fresh head).
 
     `zero_head` starts every value at 0 (a fresh head on a causal LM). `score_stats` ({"score_mean", "score_std"})
     folds the reward normalization PPO applies into the head, w / std and (b - mean) / std, so that a critic
-    started from the reward model predicts in the units of the rewards it is trained on."""
+    started from the reward model predicts in the units of the rewards it is trained on. With `lora` (r > 0) the
+    backbone is frozen under LoRA adapters and only they and the head train."""
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging
 
@@ -60,4 +64,4 @@ def load_value_model(
             mean, std = (score_stats["score_mean"], max(score_stats["score_std"], 1e-8)) if score_stats else (0.0, 1.0)
             head.weight.copy_(source.weight / std)
             head.bias.fill_(((source.bias.item() if source.bias is not None else 0.0) - mean) / std)
-    return ValueModel(backbone, head).to(dev)
+    return ValueModel(apply_lora(backbone, lora, task_type="FEATURE_EXTRACTION"), head).to(dev)
