@@ -8,10 +8,10 @@ from pathlib import Path
 
 import typer
 
-from rlhfkit.config import ConfigError, PPOConfig, RewardConfig, SFTConfig, describe
+from rlhfkit.config import ConfigError, DPOConfig, PPOConfig, RewardConfig, SFTConfig, describe
 
 app = typer.Typer(
-    help="rlhfkit: human feedback, SFT, reward models and PPO, end to end.",
+    help="rlhfkit: human feedback, SFT, reward models, PPO and its alternatives (DPO, KTO, GRPO, RLOO), end to end.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -96,6 +96,74 @@ def ppo(
     typer.echo(f"saved {cfg.output_dir}: {shown}")
 
 
+def _run_ppo(overrides: list[str], config: Path | None, *, preset: list[str]) -> None:
+    from rlhfkit.algorithms.ppo import train
+    from rlhfkit.config import load_config
+
+    cfg = load_config(PPOConfig, config, overrides, preset=preset)
+    summary = train(cfg)
+    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
+    typer.echo(f"saved {cfg.output_dir}: {shown}")
+
+
+@app.command(epilog=settings_epilog(PPOConfig), context_settings={"help_option_names": ["-h", "--help"]})
+@user_errors
+def grpo(
+    overrides: list[str] | None = typer.Argument(None, help="Settings as key=value, e.g. num_generations=8."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of settings (overrides win)."),
+) -> None:
+    """GRPO: `rlhf ppo advantage=grpo num_generations=4` (no critic; your settings win). Example:
+    rlhf grpo policy=runs/sft reward_fn=rules.py:reward prompts_file=prompts.jsonl output_dir=runs/grpo
+    """
+    _run_ppo(overrides or [], config, preset=["advantage=grpo", "num_generations=4"])
+
+
+@app.command(epilog=settings_epilog(PPOConfig), context_settings={"help_option_names": ["-h", "--help"]})
+@user_errors
+def rloo(
+    overrides: list[str] | None = typer.Argument(None, help="Settings as key=value, e.g. num_generations=8."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of settings (overrides win)."),
+) -> None:
+    """RLOO: `rlhf ppo advantage=rloo num_generations=4` (no critic; your settings win). Example:
+    rlhf rloo policy=runs/sft reward_model=runs/rm prompts_file=prompts.jsonl output_dir=runs/rloo
+    """
+    _run_ppo(overrides or [], config, preset=["advantage=rloo", "num_generations=4"])
+
+
+@app.command(epilog=settings_epilog(DPOConfig), context_settings={"help_option_names": ["-h", "--help"]})
+@user_errors
+def dpo(
+    overrides: list[str] | None = typer.Argument(None, help="Settings as key=value, e.g. beta=0.1 loss=ipo."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of settings (overrides win)."),
+) -> None:
+    """Direct preference optimization on pairs, comparisons (ties) or rankings; loss=kto on ratings. Example:
+    rlhf dpo model=runs/sft train_file=prefs.jsonl eval_file=prefs_test.jsonl output_dir=runs/dpo lora.r=16
+    """
+    _run_dpo(overrides or [], config, preset=[])
+
+
+@app.command(epilog=settings_epilog(DPOConfig), context_settings={"help_option_names": ["-h", "--help"]})
+@user_errors
+def kto(
+    overrides: list[str] | None = typer.Argument(None, help="Settings as key=value, e.g. desirable_weight=1.3."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of settings (overrides win)."),
+) -> None:
+    """KTO on thumbs up/down ratings ({"prompt", "response", "label": "good"|"bad"}): `rlhf dpo loss=kto`. Example:
+    rlhf kto model=runs/sft train_file=ratings.jsonl output_dir=runs/kto lora.r=16
+    """
+    _run_dpo(overrides or [], config, preset=["loss=kto"])
+
+
+def _run_dpo(overrides: list[str], config: Path | None, *, preset: list[str]) -> None:
+    from rlhfkit.algorithms.dpo import train
+    from rlhfkit.config import load_config
+
+    cfg = load_config(DPOConfig, config, overrides, preset=preset)
+    summary = train(cfg)
+    keys = ("train_loss", "eval_reward_accuracy", "eval_reward_margin", "eval_kl", "train_reward_margin")
+    typer.echo(f"saved {cfg.output_dir}: " + ", ".join(f"{k}={summary[k]:.4f}" for k in keys if k in summary))
+
+
 @app.command()
 @user_errors
 def generate(
@@ -110,10 +178,35 @@ def generate(
     batch_size: int = typer.Option(16, min=1),
     prompt_template: str = typer.Option("chat", help="chat (tokenizer's chat template) or raw (verbatim)."),
     device: str = typer.Option("auto"),
+    best_of: int = typer.Option(1, "--best-of", min=1, help="Sample N answers, keep the reward model's best."),
+    reward_model: str | None = typer.Option(None, "--reward-model", help="Reward model directory for --best-of."),
 ) -> None:
-    """Sample responses for every prompt. Example:
+    """Sample responses for every prompt; with --best-of N, keep the highest-scoring of N samples. Examples:
     rlhf generate --model runs/sft --prompts questions.jsonl --out samples.jsonl --num-samples 4 --temperature 0.7
+    rlhf generate --model runs/sft --prompts questions.jsonl --out best.jsonl --best-of 8 --reward-model runs/rm
     """
+    if best_of > 1:
+        if not reward_model:
+            fail("error: --best-of needs --reward-model DIR (the reward model that picks the best answer)")
+        if num_samples != 1:
+            fail("error: --best-of keeps one answer per prompt: leave --num-samples at 1")
+        if temperature == 0:
+            fail("error: --best-of needs --temperature > 0 (greedy decoding gives N identical answers)")
+        _best_of(
+            model,
+            prompts,
+            out,
+            best_of,
+            reward_model,
+            max_new_tokens,
+            temperature,
+            top_p,
+            seed,
+            batch_size,
+            prompt_template,
+            device,
+        )
+        return
     from rlhfkit.data.io import read_records
     from rlhfkit.models.generate import generate_answers
     from rlhfkit.models.load import load_causal_lm, load_tokenizer
@@ -140,6 +233,43 @@ def generate(
         )
     n = write_jsonl(out, ({"prompt": p, "responses": a} for p, a in zip(prompt_list, answers)))
     typer.echo(f"wrote {n} prompts x {num_samples} responses to {out}")
+
+
+def _best_of(
+    model, prompts, out, n, reward_model, max_new_tokens, temperature, top_p, seed, batch_size, template, device
+) -> None:
+    from rlhfkit.algorithms.best_of_n import best_of_n
+    from rlhfkit.data.io import read_records
+    from rlhfkit.models.load import load_causal_lm, load_tokenizer
+    from rlhfkit.models.reward import load_scorer
+    from rlhfkit.runtime.files import write_jsonl
+    from rlhfkit.runtime.progress import progress_bar
+
+    prompt_list = [r.prompt for r in read_records(prompts).records]
+    scorer, scorer_tokenizer = load_scorer(reward_model, device=device)
+    lm = load_causal_lm(model, device=device)
+    with progress_bar(f"best of {n}", total=len(prompt_list), enabled=sys.stderr.isatty()) as advance:
+        answers, scores, all_scores = best_of_n(
+            lm,
+            load_tokenizer(model, padding_side="left"),
+            prompt_list,
+            n=n,
+            scorer=scorer,
+            scorer_tokenizer=scorer_tokenizer,
+            template=template,
+            batch_size=batch_size,
+            on_batch=advance,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+        )
+    rows = (
+        {"prompt": p, "responses": [a], "scores": [s], "candidate_scores": c}
+        for p, a, s, c in zip(prompt_list, answers, scores, all_scores)
+    )
+    n_rows = write_jsonl(out, rows)
+    typer.echo(f"wrote the best of {n} answers for {n_rows} prompts to {out}")
 
 
 @app.command()

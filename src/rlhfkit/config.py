@@ -182,8 +182,68 @@ class RewardConfig(TrainSettings):
 
 
 @dataclass
+class DPOConfig(TrainSettings):
+    """`rlhf dpo`: direct preference optimization of a policy on preferences (pairs, comparisons with ties,
+    rankings, several annotators) against a frozen reference, or KTO on thumbs up/down ratings (loss=kto)."""
+
+    output_dir: str = "runs/dpo"
+    """Where the model, config.yaml, metrics.jsonl, metrics.json and checkpoints/ go."""
+    learning_rate: float = 5e-7
+    """Peak learning rate (AdamW), reached after warmup, then cosine decay to 0 (LoRA: try 5e-6 to 5e-5)."""
+    epochs: float = 1.0
+    """Passes over the training data (used when max_steps is -1)."""
+    batch_size: int = 16
+    """Prompts (preference items; ratings for KTO) per optimizer step; a K-way ranking is one item with all its
+    ordered pairs."""
+    beta: float = 0.1
+    """Strength of the pull to the reference: the implicit reward of an answer is beta x (log pi - log pi_ref)
+    (IPO: the paper's tau, the target margin is 1 / (2 beta))."""
+    loss: Literal["sigmoid", "ipo", "robust", "tie", "kto"] = "sigmoid"
+    """"sigmoid": DPO (Rafailov et al. 2023), soft targets from several annotators, a tie counts half each way;
+    "ipo": IPO (Azar et al. 2023); "robust": robust DPO for labels flipped with probability label_smoothing
+    (Chowdhury et al. 2024; tie-only judgements are dropped); "tie": DPO with the reward model's three-outcome tie
+    likelihood (tie_model), so ties pull the two implicit rewards together; "kto": KTO (Ethayarajh et al. 2024) on
+    unpaired ratings (a ratings file, or preferences read as winner good, loser bad)."""
+    label_smoothing: float = 0.0
+    """sigmoid: conservative DPO, the share eps of labels assumed wrong (targets move towards 1/2); robust: the flip
+    probability (< 0.5)."""
+    rpo_alpha: float = 0.0
+    """Weight of an NLL term (per-token mean) on each judgement's winning answer (RPO, Pang et al. 2024), against the
+    known failure where DPO lowers the chosen answer's likelihood too; 0 turns it off."""
+    tie_model: Literal["davidson", "rao_kupper"] = "davidson"
+    """loss=tie: the three-outcome likelihood, as for the reward model."""
+    tie_param: float = 0.0
+    """loss=tie: log nu for davidson (0: nu = 1); log theta for rao_kupper (> 0)."""
+    both_bad: Literal["tie", "drop"] = "tie"
+    """A "both bad" A/B judgement: "tie" (neither is better) or "drop"; for KTO both answers are bad."""
+    desirable_weight: float = 1.0
+    """KTO: weight of the good answers' loss (raise it when bad ratings outnumber good ones)."""
+    undesirable_weight: float = 1.0
+    """KTO: weight of the bad answers' loss."""
+    shared_prefix: bool = True
+    """Run each prompt once and let all its answers continue from its KV cache (same logprobs, fewer tokens)."""
+    kl_prompts: int = 32
+    """After training, sample answers to up to this many held-out prompts and report the policy's KL to the
+    reference on them (eval_kl); 0 skips it."""
+    max_new_tokens: int = 64
+    """Longest answer sampled for eval_kl."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.beta <= 0:
+            raise ConfigError(f"beta must be > 0, got {self.beta}")
+        if self.loss == "robust" and not 0 <= self.label_smoothing < 0.5:
+            raise ConfigError(f"loss=robust needs 0 <= label_smoothing < 0.5, got {self.label_smoothing}")
+        if not 0 <= self.label_smoothing <= 0.5:
+            raise ConfigError(f"label_smoothing must be in [0, 0.5], got {self.label_smoothing}")
+        if self.loss == "tie" and self.tie_model == "rao_kupper" and self.tie_param <= 0:
+            raise ConfigError("tie_model=rao_kupper needs tie_param (log theta) > 0, e.g. tie_param=0.7")
+
+
+@dataclass
 class PPOConfig(RunSettings):
-    """`rlhf ppo`: policy optimization with PPO, a critic and a per-token KL penalty to the reference policy."""
+    """`rlhf ppo`: policy optimization with PPO, a critic and a per-token KL penalty to the reference policy, or
+    critic-free (advantage=grpo, rloo, reinforce_pp) with the same sampler, rewards and KL."""
 
     at_least_one: ClassVar[tuple[str, ...]] = (
         *RunSettings.at_least_one,
@@ -206,7 +266,17 @@ class PPOConfig(RunSettings):
     total_episodes: int = 1024
     """Responses to sample in all; iterations = total_episodes // batch_size."""
     batch_size: int = 16
-    """Prompts per rollout (one response each), over all processes."""
+    """Responses per rollout, over all processes: batch_size / num_generations prompts, num_generations
+    responses to each."""
+    advantage: Literal["gae", "grpo", "rloo", "reinforce_pp"] = "gae"
+    """How a response's tokens are credited. "gae": PPO with a critic and KL-shaped token rewards (the default).
+    Critic-free (no critic is loaded or trained): "grpo" (Shao et al. 2024: rewards normalized within each prompt's
+    group of num_generations responses, the KL to the reference a k3 term in the loss, weighted by kl_coef); "rloo"
+    (Ahmadian et al. 2024: the sequence reward minus kl_coef x its KL, minus the mean of the prompt's other
+    responses); "reinforce_pp" (Hu 2025, REINFORCE++: KL-shaped token rewards, discounted returns, whitened over the
+    batch)."""
+    num_generations: int = 1
+    """Responses sampled per prompt. grpo and rloo compare a prompt's responses with each other: at least 2."""
     max_new_tokens: int = 64
     """Longest response sampled."""
     max_prompt_length: int = 512
@@ -228,7 +298,7 @@ class PPOConfig(RunSettings):
     kl_estimator: Literal["k1", "k3"] = "k1"
     """Per-token KL estimate in the penalty: k1 (log ratio, unbiased) or k3 (non-negative, lower variance)."""
     gamma: float = 1.0
-    """Discount factor of GAE."""
+    """Discount factor of GAE and of REINFORCE++'s returns."""
     lam: float = 0.95
     """GAE lambda."""
     cliprange: float = 0.2
@@ -263,7 +333,8 @@ class PPOConfig(RunSettings):
     the frozen reward model is then held in that type. "fp32": fp32 throughout; "auto": bf16 on a GPU that supports
     it, else fp32."""
     lora: LoraSettings = field(default_factory=LoraSettings)
-    """LoRA on the policy (lora.r=0: full fine-tuning); the reference is then the base with adapters disabled."""
+    """LoRA on the policy and the critic (lora.r=0: full fine-tuning); the reference is then the policy's base with
+    its adapters disabled, and the critic's backbone stays frozen under its own adapters (its head trains)."""
 
     @property
     def iterations(self) -> int:
@@ -290,6 +361,14 @@ class PPOConfig(RunSettings):
             raise ConfigError("give exactly one of reward_model=DIR or reward_fn=module:function")
         if self.total_episodes < self.batch_size:
             raise ConfigError(f"total_episodes ({self.total_episodes}) must be at least batch_size ({self.batch_size})")
+        if self.advantage in ("grpo", "rloo") and self.num_generations < 2:
+            raise ConfigError(
+                f"advantage={self.advantage} compares responses to the same prompt: set num_generations >= 2"
+            )
+        if self.batch_size % self.num_generations:
+            raise ConfigError(
+                f"batch_size ({self.batch_size}) must be a multiple of num_generations ({self.num_generations})"
+            )
         if self.batch_size % self.minibatch_size:
             raise ConfigError(
                 f"batch_size ({self.batch_size}) must be a multiple of minibatch_size ({self.minibatch_size})"
@@ -435,8 +514,11 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
-    values: dict[str, Any] = {}
+def load_config(
+    cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None, *, preset: list[str] = ()
+) -> C:
+    """Settings from `preset` (a command alias's key=value), then the YAML file, then `overrides`: later wins."""
+    values: dict[str, Any] = parse_overrides(list(preset))
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -444,7 +526,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
             raise ConfigError(f"{path}: {e}") from e
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-        values = loaded or {}
+        values = _merge(values, loaded or {})
     values = _merge(values, parse_overrides(overrides or []))
     try:
         return build_config(cls, values)

@@ -158,22 +158,49 @@ def test_ppo_raises_a_rule_based_reward_with_bounded_kl(ppo_setup, monkeypatch):
     assert thanks_rate(out, HELD_OUT) >= max(0.35, 2 * sft_rate), sft_rate
 
 
-@pytest.mark.slow
+def thanks_reward_model(root: Path) -> Path:
+    """A reward model taught that thanking answers are better (trained once per module)."""
+    if not (root / "rm" / "reward_stats.json").exists():
+        pairs = [{"prompt": q, "chosen": a + THANKS, "rejected": a} for q, a in QA] * 2
+        (root / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+        invoke(
+            "reward",
+            "train",
+            f"model={root / 'sft'}",
+            f"train_file={root / 'pairs.jsonl'}",
+            f"output_dir={root / 'rm'}",
+            "max_steps=30",
+            "learning_rate=1e-3",
+            "batch_size=8",
+            "tie_model=none",
+        )
+    return root / "rm"
+
+
+def test_best_of_n_beats_one_sample_on_reward(ppo_setup):
+    """No training: 8 samples per question, the reward model keeps the best; its answers score higher than one
+    sample's and thank more often (the SFT policy thanks about a quarter of the time)."""
+    root = ppo_setup
+    rm = thanks_reward_model(root)
+    common = ["generate", "--model", str(root / "sft"), "--prompts", str(root / "prompts.jsonl"), "--temperature", "1"]
+    invoke(*common, "--out", str(root / "best.jsonl"), "--best-of", "8", "--reward-model", str(rm))
+    invoke(*common, "--out", str(root / "one.jsonl"))
+    invoke("reward", "score", "--model", str(rm), "--in", str(root / "one.jsonl"), "--out", str(root / "one_s.jsonl"))
+    best = [json.loads(x) for x in (root / "best.jsonl").read_text().splitlines()]
+    one = [json.loads(x) for x in (root / "one_s.jsonl").read_text().splitlines()]
+    assert all(len(r["responses"]) == 1 and len(r["candidate_scores"]) == 8 for r in best)
+    assert all(r["scores"][0] == max(r["candidate_scores"]) for r in best)
+    mean = lambda rows: sum(r["scores"][0] for r in rows) / len(rows)  # noqa: E731
+    assert mean(best) > mean(one) + 0.5
+    thanked = lambda rows: sum("Thank you" in r["responses"][0] for r in rows) / len(rows)  # noqa: E731
+    assert thanked(best) > max(0.8, thanked(one) + 0.3)
+    res = runner.invoke(app, [*common, "--out", str(root / "x.jsonl"), "--best-of", "4"])
+    assert res.exit_code == 2 and "--reward-model" in res.output
+
+
 def test_ppo_raises_a_reward_model_score(ppo_setup):
     root = ppo_setup
-    pairs = [{"prompt": q, "chosen": a + THANKS, "rejected": a} for q, a in QA] * 2
-    (root / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
-    invoke(
-        "reward",
-        "train",
-        f"model={root / 'sft'}",
-        f"train_file={root / 'pairs.jsonl'}",
-        f"output_dir={root / 'rm'}",
-        "max_steps=30",
-        "learning_rate=1e-3",
-        "batch_size=8",
-        "tie_model=none",
-    )
+    thanks_reward_model(root)
     out = root / "ppo_rm"
     invoke(
         "ppo",
@@ -271,6 +298,69 @@ def test_ppo_with_lora_uses_the_base_as_reference_and_learns(ppo_setup, monkeypa
     assert max(r["kl"] for r in metric_rows(out)[1:]) > 0.05
     assert_reward_rose_with_bounded_kl(out)
     assert not list(out.glob("adapter_*"))  # merged on save: a plain model directory
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("advantage", ["grpo", "rloo", "reinforce_pp"])
+def test_critic_free_advantages_raise_the_reward_with_bounded_kl_and_no_critic(ppo_setup, monkeypatch, advantage):
+    """GRPO and RLOO (4 answers per prompt) and REINFORCE++ learn to thank without a critic: none is built (the
+    loader raises if asked) and none is logged."""
+    import rlhfkit.algorithms.ppo as ppo_module
+
+    def no_critic(*args, **kwargs):
+        raise AssertionError("a critic-free run loaded a critic")
+
+    monkeypatch.setattr(ppo_module, "load_value_model", no_critic)
+    monkeypatch.syspath_prepend(str(ROOT))
+    root = ppo_setup
+    out = root / f"ppo_{advantage}"
+    groups = [] if advantage == "reinforce_pp" else ["num_generations=4"]
+    # a smaller step than PPO's (its learning_rate 1e-4 reaches 0.8 within 5 iterations here): the rise then spans
+    # the run instead of happening inside its first tenth
+    slower = [*(x for x in PPO if not x.startswith("learning_rate")), "learning_rate=2e-5"]
+    invoke("ppo", *thanks_run(root, out), f"advantage={advantage}", *groups, *slower)
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["reward_last_tenth"] >= 1.5 * summary["reward_first_tenth"] > 0
+    assert summary["reward_last_tenth"] > 0.6
+    assert summary["kl_last_tenth"] < 3.0
+    rows = metric_rows(out)
+    assert not any("value_explained_variance" in r or "vf_loss" in r for r in rows)
+    assert ("kl_loss" in rows[0]) == (advantage == "grpo")  # GRPO's KL is a loss term, the others' in the reward
+    assert thanks_rate(out, [q for q, _ in QA]) > 0.6
+
+
+def test_grpo_samples_num_generations_answers_per_prompt_side_by_side(ppo_setup, monkeypatch):
+    """A rollout of batch_size=16 with num_generations=4 holds 4 prompts, each 4 times side by side (the groups
+    group_advantages compares), and successive rollouts draw other prompts."""
+    import rlhfkit.algorithms.ppo as ppo_module
+
+    seen = []
+    real = ppo_module.score_rollout
+
+    def spy(samples, query, query_mask, **kw):
+        seen.append(kw["prompts"])
+        return real(samples, query, query_mask, **kw)
+
+    monkeypatch.setattr(ppo_module, "score_rollout", spy)
+    monkeypatch.syspath_prepend(str(ROOT))
+    root = ppo_setup
+    out = root / "grpo_groups"
+    invoke("ppo", *thanks_run(root, out), "advantage=grpo", "num_generations=4", "total_episodes=32", *SHORT)
+    assert len(seen) == 2
+    for prompts in seen:
+        groups = [prompts[i : i + 4] for i in range(0, 16, 4)]
+        assert len(prompts) == 16 and all(len(set(g)) == 1 for g in groups)
+    assert seen[0] != seen[1]
+
+
+def test_critic_free_settings_are_checked():
+    for bad, says in [
+        (["advantage=grpo"], "num_generations >= 2"),
+        (["advantage=rloo", "num_generations=1"], "num_generations >= 2"),
+        (["advantage=grpo", "num_generations=3"], "multiple of num_generations"),
+    ]:
+        res = runner.invoke(app, ["ppo", "policy=x", "reward_fn=m:f", "prompts_file=p.jsonl", "batch_size=16", *bad])
+        assert res.exit_code == 2 and says in res.output, (bad, res.output)
 
 
 @pytest.mark.slow

@@ -10,6 +10,12 @@ function, `response_logprobs`: the same forward pass under the same autocast, ca
 temperature, in row chunks of the update's micro-batch size. The sampler's own logprobs are not used: in bf16 a
 KV-cached decode and a full forward differ by up to 0.3 nats per token, a ratio outside the clip range before any
 update. Dropout is off in every model, so rollout and update compute the same function.
+
+Critic-free (advantage=grpo, rloo, reinforce_pp, as OpenRLHF offers them): the same loop without a critic, none is
+loaded. A rollout then samples num_generations responses per prompt, and only step 3 changes: GRPO normalizes the
+rewards within each prompt's group and adds the k3 KL to the reference to the loss; RLOO subtracts the KL from the
+sequence reward and the mean of the prompt's other responses from that; REINFORCE++ whitens the discounted returns
+of the KL-shaped token rewards over the batch.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from torch import Tensor, nn
 from rlhfkit.advantages import (
     AdaptiveKLController,
     FixedKLController,
+    discounted_returns,
     explained_variance,
     gae,
+    group_advantages,
     kl_estimate,
     kl_shaped_rewards,
     normalize_scores,
@@ -39,7 +47,7 @@ from rlhfkit.data.io import read_records
 from rlhfkit.data.prompts import encode_prompt
 from rlhfkit.eval.diagnostics import Diagnostics
 from rlhfkit.losses import ppo_clip_loss, value_clip_loss
-from rlhfkit.models.load import disable_dropout, load_causal_lm, load_tokenizer, save_model
+from rlhfkit.models.load import adapters_off, disable_dropout, load_causal_lm, load_tokenizer, save_model
 from rlhfkit.models.reward import (
     Responses,
     RewardFunction,
@@ -109,7 +117,7 @@ def score_rollout(
     *,
     policy: nn.Module,
     reference: Callable[[], Any],
-    critic: nn.Module,
+    critic: nn.Module | None,
     reward: Callable[[Responses], Tensor],
     prompts: list,
     prompt_ids: list[list[int]],
@@ -119,7 +127,8 @@ def score_rollout(
     reward_stats: dict[str, float] | None,
 ) -> Rollout:
     """Old and reference logprobs, values and task scores of a batch of samples. `reference()` is a context in
-    which `policy` computes as the reference (LoRA: adapters off), or yields a separate reference model."""
+    which `policy` computes as the reference (LoRA: adapters off), or yields a separate reference model. Without a
+    critic (critic-free advantages) the values are zeros."""
     context = query.size(1)
     tokens, mask = samples.tokens, samples.mask
     attention_mask = torch.cat([query_mask, mask], dim=1)
@@ -132,11 +141,14 @@ def score_rollout(
     )
     rows, kw = tokens.size(0), dict(context=context, temperature=cfg.temperature)
     policy.eval()
-    critic.eval()
     logprobs = in_chunks(lambda idx: response_logprobs(policy, partial, idx, **kw)[0], rows, chunk)
     with reference() as ref_model:
         ref_logprobs = in_chunks(lambda idx: response_logprobs(ref_model, partial, idx, **kw)[0], rows, chunk)
-    values = in_chunks(lambda idx: response_values(critic, partial, idx, context=context), rows, chunk)
+    if critic is None:
+        values = torch.zeros_like(logprobs)
+    else:
+        critic.eval()
+        values = in_chunks(lambda idx: response_values(critic, partial, idx, context=context), rows, chunk)
 
     finished = (tokens == tokenizer.eos_token_id).any(dim=1).cpu()
     lengths = mask.sum(dim=1).tolist()
@@ -163,17 +175,31 @@ def score_rollout(
 
 
 def policy_loss(
-    policy: nn.Module, rollout: Rollout, advantages: Tensor, idx: Tensor, *, context: int, cfg: PPOConfig
+    policy: nn.Module,
+    rollout: Rollout,
+    advantages: Tensor,
+    idx: Tensor,
+    *,
+    context: int,
+    cfg: PPOConfig,
+    kl_coef: float = 0.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Clipped surrogate of rows `idx`, and what to log about it."""
+    """Clipped surrogate of rows `idx`, and what to log about it. GRPO adds kl_coef times the k3 estimate of the
+    KL to the reference (token mean), whose gradient pulls the policy back towards the reference."""
     new_logprobs, logits = response_logprobs(policy, rollout, idx, context=context, temperature=cfg.temperature)
     mask = rollout.response_mask[idx].float()
-    loss, clipfrac, approx_kl = ppo_clip_loss(
+    pg_loss, clipfrac, approx_kl = ppo_clip_loss(
         new_logprobs, rollout.logprobs[idx], advantages[idx], mask, cliprange=cfg.cliprange
     )
     with torch.no_grad():
         entropy = masked_mean(entropy_from_logits(logits), mask)
-    return loss, {"pg_loss": loss, "clipfrac": clipfrac, "approx_kl": approx_kl, "entropy": entropy}
+    stats = {"pg_loss": pg_loss, "clipfrac": clipfrac, "approx_kl": approx_kl, "entropy": entropy}
+    loss = pg_loss
+    if cfg.advantage == "grpo":
+        kl = masked_mean(kl_estimate(new_logprobs, rollout.ref_logprobs[idx], kind="k3"), mask)
+        loss = pg_loss + kl_coef * kl
+        stats["kl_loss"] = kl
+    return loss, stats
 
 
 def value_loss(
@@ -240,23 +266,29 @@ def update(
     returns: Tensor,
     *,
     policy: tuple[nn.Module, torch.optim.Optimizer, Any],
-    critic: tuple[nn.Module, torch.optim.Optimizer, Any],
+    critic: tuple[nn.Module, torch.optim.Optimizer, Any] | None,
     minibatches: list[Tensor],
     context: int,
+    kl_coef: float,
     cfg: PPOConfig,
 ) -> dict[str, float]:
     """Update the policy (clipped surrogate) and the critic (clipped value loss) over the same minibatches; each
-    is (model, optimizer, scheduler). On a CPU the two run side by side (`side`)."""
+    is (model, optimizer, scheduler). On a CPU the two run side by side (`side`). critic None: the policy only."""
     mask = rollout.response_mask.float()
     steps = dict(minibatches=minibatches, mask=mask, grad_accum=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm)
-    (policy_model, *_), (critic_model, *_) = policy, critic
+    policy_model = policy[0]
 
     def update_policy() -> dict[str, float]:
-        loss = lambda idx: policy_loss(policy_model, rollout, advantages, idx, context=context, cfg=cfg)  # noqa: E731
+        loss = lambda idx: policy_loss(  # noqa: E731
+            policy_model, rollout, advantages, idx, context=context, cfg=cfg, kl_coef=kl_coef
+        )
         return optimize(acc, *policy, loss, **steps)
 
+    if critic is None:
+        return update_policy()
+
     def update_critic() -> dict[str, float]:
-        loss = lambda idx: value_loss(critic_model, rollout, returns, idx, context=context, cfg=cfg)  # noqa: E731
+        loss = lambda idx: value_loss(critic[0], rollout, returns, idx, context=context, cfg=cfg)  # noqa: E731
         return optimize(acc, *critic, loss, **steps)
 
     policy_stats, critic_stats = side.run(update_policy, update_critic)
@@ -288,19 +320,19 @@ def critic_start(cfg: PPOConfig, reward: Any) -> tuple[str, str]:
 
 class Models(NamedTuple):
     policy: nn.Module  # prepared by the accelerator: its forward runs under the compute autocast
-    critic: nn.Module  # prepared likewise
+    critic: nn.Module | None  # prepared likewise; None for the critic-free advantages
     reference: Callable[[], Any]  # a context yielding the module that computes as the reference
     reward: Callable[[Responses], Tensor]  # the task reward of a batch of responses
     reward_stats: dict[str, float] | None  # the reward model's score mean/std when rewards are normalized
-    optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer]  # policy's, critic's
-    schedulers: tuple[Any, Any]
+    optimizers: tuple[torch.optim.Optimizer, ...]  # policy's, critic's (if any)
+    schedulers: tuple[Any, ...]
 
 
 def setup_models(cfg: PPOConfig, acc, tokenizer) -> Models:
     """Policy, reference and critic hold fp32 weights and compute under the accelerator's autocast; the frozen reward
     model may be held in the compute dtype. With LoRA the reference is the policy with its adapters off. Policy and
     critic have their own AdamW and gradient clipping: given a rollout their updates are independent, so on a CPU
-    they can run side by side."""
+    they can run side by side. The critic-free advantages load no critic."""
     device = str(acc.device)
     policy = load_causal_lm(cfg.policy, dtype="float32", device=device, lora=cfg.lora)
     reference = None
@@ -309,31 +341,35 @@ def setup_models(cfg: PPOConfig, acc, tokenizer) -> Models:
         disable_dropout(reference)
     dtype_name = str(compute_dtype(acc.mixed_precision)).removeprefix("torch.")
     reward, reward_stats = load_reward(cfg, tokenizer, acc.device, dtype=dtype_name)
-    critic_src, why = critic_start(cfg, reward)
-    if cfg.reward_model and critic_src == cfg.policy:
-        acc.print(f"the critic starts from the policy with a zero head: {why}")
-    critic = load_value_model(
-        critic_src,
-        pad_token_id=tokenizer.pad_token_id,
-        dtype="float32",
-        device=device,
-        zero_head=critic_src == cfg.policy,
-        score_stats=reward_stats if critic_src == cfg.reward_model else None,
-    )
     disable_dropout(policy)
-    disable_dropout(critic)
+    optimizers = [adamw(policy, learning_rate=cfg.learning_rate, weight_decay=0.0, eps=1e-5)]
+    critic = None
+    if cfg.advantage == "gae":
+        critic_src, why = critic_start(cfg, reward)
+        if cfg.reward_model and critic_src == cfg.policy:
+            acc.print(f"the critic starts from the policy with a zero head: {why}")
+        critic = load_value_model(
+            critic_src,
+            pad_token_id=tokenizer.pad_token_id,
+            dtype="float32",
+            device=device,
+            zero_head=critic_src == cfg.policy,
+            score_stats=reward_stats if critic_src == cfg.reward_model else None,
+            lora=cfg.lora,
+        )
+        disable_dropout(critic)
+        optimizers.append(adamw(critic, learning_rate=cfg.critic_lr, weight_decay=0.0, eps=1e-5))
     updates = cfg.iterations * cfg.ppo_epochs * (cfg.batch_size // cfg.minibatch_size)
-    optimizers = [
-        adamw(policy, learning_rate=cfg.learning_rate, weight_decay=0.0, eps=1e-5),
-        adamw(critic, learning_rate=cfg.critic_lr, weight_decay=0.0, eps=1e-5),
-    ]
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda u: max(0.0, 1 - u / updates)) for o in optimizers]
-    policy, critic, *optimizers = acc.prepare(policy, critic, *optimizers)
+    if critic is None:
+        policy, *optimizers = acc.prepare(policy, *optimizers)
+    else:
+        policy, critic, *optimizers = acc.prepare(policy, critic, *optimizers)
     acc.register_for_checkpointing(*schedulers)
     unwrapped = acc.unwrap_model(policy)
 
     def reference_model():
-        return nullcontext(reference) if reference is not None else _adapters_off(unwrapped, policy)
+        return nullcontext(reference) if reference is not None else adapters_off(unwrapped, policy)
 
     return Models(policy, critic, reference_model, reward, reward_stats, tuple(optimizers), tuple(schedulers))
 
@@ -348,12 +384,23 @@ def load_prompts(cfg: PPOConfig, tokenizer) -> tuple[list, list[list[int]]]:
 
 
 def advantages_and_returns(rollout: Rollout, *, kl_coef: float, cfg: PPOConfig) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-token KL to the reference, whitened GAE advantages and returns of the KL-shaped token rewards."""
+    """Per-token KL to the reference, the advantage of every response token, and the critic's targets (returns;
+    zeros without a critic). A rollout holds each prompt's num_generations responses side by side."""
     mask = rollout.response_mask.float()
     kl_tokens = kl_estimate(rollout.logprobs, rollout.ref_logprobs, kind=cfg.kl_estimator) * mask
+    if cfg.advantage == "grpo":  # the KL is a loss term (policy_loss), not part of the reward
+        per_sequence = group_advantages(rollout.scores, group_size=cfg.num_generations, kind="grpo")
+        return kl_tokens, per_sequence.unsqueeze(1) * mask, torch.zeros_like(mask)
+    if cfg.advantage == "rloo":
+        rewards = rollout.scores - kl_coef * kl_tokens.sum(dim=1)
+        per_sequence = group_advantages(rewards, group_size=cfg.num_generations, kind="rloo")
+        return kl_tokens, per_sequence.unsqueeze(1) * mask, torch.zeros_like(mask)
     rewards = kl_shaped_rewards(rollout.scores, kl_tokens, mask, kl_coef=kl_coef)
     if cfg.whiten_rewards:
         rewards = masked_whiten(rewards, mask, shift_mean=False)
+    if cfg.advantage == "reinforce_pp":
+        returns = discounted_returns(rewards, mask, gamma=cfg.gamma)
+        return kl_tokens, whiten_advantages(returns, mask), torch.zeros_like(mask)
     advantages, returns = gae(rewards, rollout.values, mask, gamma=cfg.gamma, lam=cfg.lam)
     return kl_tokens, whiten_advantages(advantages, mask), returns
 
@@ -371,6 +418,11 @@ def train(
         raise ConfigError(
             f"batch_size ({cfg.batch_size}) and minibatch_size ({cfg.minibatch_size}) must split "
             f"evenly over {world} processes and grad_accum ({cfg.grad_accum})"
+        )
+    prompts_per_rollout = cfg.batch_size // cfg.num_generations
+    if prompts_per_rollout % world:  # a prompt's responses stay on one process, where they are compared
+        raise ConfigError(
+            f"batch_size / num_generations ({prompts_per_rollout} prompts) must split evenly over {world} processes"
         )
     from accelerate.utils import set_seed
 
@@ -403,8 +455,9 @@ def train(
     with SideBySide(overlap) as side, progress_bar("ppo", total=iterations, completed=start, enabled=main) as advance:
         for it in range(start, iterations):
             t0 = time.perf_counter()
-            # 1. rollout: one response per prompt, from the policy as it is now
-            chosen = step_indices(it, n=len(prompts), batch_size=cfg.batch_size, seed=cfg.seed)[rank::world]
+            # 1. rollout: num_generations responses per prompt (side by side), from the policy as it is now
+            chosen = step_indices(it, n=len(prompts), batch_size=prompts_per_rollout, seed=cfg.seed)[rank::world]
+            chosen = [i for i in chosen for _ in range(cfg.num_generations)]
             query, query_mask = pad_left(
                 [prompt_ids[i] for i in chosen], pad_id=tokenizer.pad_token_id, device=acc.device
             )
@@ -442,7 +495,7 @@ def train(
                 )
             t2 = time.perf_counter()
 
-            # 3. advantages: KL-shaped token rewards, GAE, whitening
+            # 3. advantages: KL-shaped token rewards, GAE, whitening (or the critic-free forms)
             kl_tokens, advantages, returns = advantages_and_returns(rollout, kl_coef=kl_ctl.value, cfg=cfg)
 
             # 4. update the policy and the critic, over the same shuffled minibatches
@@ -453,9 +506,10 @@ def train(
                 advantages,
                 returns,
                 policy=(m.policy, m.optimizers[0], m.schedulers[0]),
-                critic=(m.critic, m.optimizers[1], m.schedulers[1]),
+                critic=None if m.critic is None else (m.critic, m.optimizers[1], m.schedulers[1]),
                 minibatches=shuffled_minibatches(local_batch, local_mb, iteration=it, cfg=cfg),
                 context=query.size(1),
+                kl_coef=kl_ctl.value,
                 cfg=cfg,
             )
             t3 = time.perf_counter()
@@ -476,6 +530,7 @@ def train(
                 episodes=done * cfg.batch_size,
                 learning_rate=m.schedulers[0].get_last_lr()[0],
                 times=(t1 - t0, t2 - t1, t3 - t2),
+                critic=m.critic is not None,
             )
             check_finite(
                 row,
@@ -515,22 +570,6 @@ def train(
     return summary
 
 
-class _adapters_off:
-    """LoRA: the policy with its adapters switched off is the reference (the same base weights, no second copy);
-    `prepared` is the module to call (the accelerator's wrapper, whose forward applies autocast)."""
-
-    def __init__(self, peft_model, prepared: nn.Module):
-        self.peft_model, self.prepared, self.ctx = peft_model, prepared, None
-
-    def __enter__(self) -> nn.Module:
-        self.ctx = self.peft_model.disable_adapter()
-        self.ctx.__enter__()
-        return self.prepared
-
-    def __exit__(self, *exc) -> None:
-        self.ctx.__exit__(*exc)
-
-
 def iteration_row(
     acc,
     rollout: Rollout,
@@ -544,12 +583,13 @@ def iteration_row(
     episodes: int,
     learning_rate: float,
     times: tuple[float, float, float],
+    critic: bool = True,
 ) -> dict[str, Any]:
     """One metrics.jsonl row: rollout statistics over every process, update statistics, time split."""
     mask = rollout.response_mask.float()
     raw = acc.gather(rollout.raw_scores.to(acc.device))
     lengths = acc.gather(mask.sum(dim=1))
-    return {
+    row = {
         "step": step,
         "episodes": episodes,
         "reward_mean": raw.mean().item(),
@@ -558,7 +598,6 @@ def iteration_row(
         "kl": kl,
         "kl_coef": kl_coef,
         **update_stats,  # entropy, clipfrac, approx_kl, pg_loss, vf_loss, vf_clipfrac, averaged over the update
-        "value_explained_variance": explained_variance(rollout.values, returns, mask),
         "response_length": lengths.mean().item(),
         "eos_fraction": (rollout.query_response[:, -mask.size(1) :] == eos_id).any(dim=1).float().mean().item(),
         "reward_length_corr": _corr(raw.float(), lengths.float()),
@@ -567,6 +606,9 @@ def iteration_row(
         "time_scoring": times[1],
         "time_update": times[2],
     }
+    if critic:
+        row["value_explained_variance"] = explained_variance(rollout.values, returns, mask)
+    return row
 
 
 def _corr(x: Tensor, y: Tensor) -> float:

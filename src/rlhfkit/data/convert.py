@@ -1,7 +1,8 @@
 """Conversions between formats, for `rlhf data convert` and the trainers.
 
 Only what a format can say survives: ties and both-bad judgements have no pair, so `to_pairs` drops them and
-counts them; `not_rankable` rankings are skipped and counted.
+counts them; `not_rankable` rankings are skipped and counted. `to_ratings` reads a preference as "the winner is
+good, the loser bad" (as KTO's authors did with paired data): a both-bad judgement gives two bad answers, a tie none.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from itertools import combinations
 
-from rlhfkit.data.schema import Comparison, Generations, PreferencePair, Ranking, Record, SFTRecord
+from rlhfkit.data.schema import Comparison, Generations, PreferencePair, Ranking, Rating, Record, SFTRecord
 
-TARGETS = ("pairs", "sft", "comparisons")
+TARGETS = ("pairs", "sft", "comparisons", "ratings")
 
 
 def ranking_pairs(r: Ranking) -> list[tuple[int, int]]:
@@ -94,7 +95,50 @@ def to_sft(records: list[Record]) -> tuple[list[SFTRecord], Counter]:
     return out, skipped
 
 
+def to_ratings(records: list[Record]) -> tuple[list[Rating], Counter]:
+    """Thumbs up/down: ratings as they are; a pair's chosen good and rejected bad (the majority of its votes
+    decides, a tied vote gives none); an A/B winner good and loser bad, both_bad two bad, a tie none; a ranking's
+    best-ranked answers good and worst-ranked bad."""
+    out: list[Rating] = []
+    skipped: Counter = Counter()
+
+    def add(prompt, good, bad, annotator) -> None:
+        out.extend(Rating(prompt, g, "good", annotator) for g in good)
+        out.extend(Rating(prompt, b, "bad", annotator) for b in bad)
+
+    for r in records:
+        if isinstance(r, Rating):
+            out.append(r)
+        elif isinstance(r, PreferencePair):
+            votes = r.votes or {"chosen": 1}
+            lead = votes.get("chosen", 0) - votes.get("rejected", 0)
+            if lead == 0:
+                skipped["tied_votes"] += 1
+            else:
+                win, lose = (r.chosen, r.rejected) if lead > 0 else (r.rejected, r.chosen)
+                add(r.prompt, [win], [lose], r.annotator)
+        elif isinstance(r, Comparison):
+            if r.label == "tie":
+                skipped["tie"] += 1
+            elif r.label == "both_bad":
+                add(r.prompt, [], [r.response_a, r.response_b], r.annotator)
+            else:
+                win, lose = (r.response_a, r.response_b) if r.label == "a" else (r.response_b, r.response_a)
+                add(r.prompt, [win], [lose], r.annotator)
+        elif isinstance(r, Ranking):
+            best, worst = min(r.ranks), max(r.ranks)
+            if r.not_rankable or best == worst:
+                skipped["not_rankable" if r.not_rankable else "all_tied"] += 1
+                continue
+            good = [x for x, k in zip(r.responses, r.ranks) if k == best]
+            bad = [x for x, k in zip(r.responses, r.ranks) if k == worst]
+            add(r.prompt, good, bad, r.annotator)
+        else:
+            raise TypeError(f"cannot make ratings from {type(r).__name__} records")
+    return out, skipped
+
+
 def convert(records: list[Record], to: str) -> tuple[list[Record], Counter]:
     if to not in TARGETS:
         raise ValueError(f"unknown target format {to!r} (one of {', '.join(TARGETS)})")
-    return {"pairs": to_pairs, "sft": to_sft, "comparisons": to_comparisons}[to](records)
+    return {"pairs": to_pairs, "sft": to_sft, "comparisons": to_comparisons, "ratings": to_ratings}[to](records)

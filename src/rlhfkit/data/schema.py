@@ -84,6 +84,26 @@ class Ranking:
 
 
 @dataclass(frozen=True)
+class Rating:
+    """One response judged on its own, thumbs up or down: the unpaired feedback a deployed chatbot collects (KTO)."""
+
+    prompt: Text
+    response: Text
+    label: str  # "good" or "bad"
+    annotator: str | None = None
+
+    @property
+    def good(self) -> bool:
+        return self.label == "good"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_none(asdict(self))
+
+
+RATING_LABELS = ("good", "bad")
+
+
+@dataclass(frozen=True)
 class Generations:
     """A prompt and model responses, as `rlhf generate` writes them; unranked. Also used for a plain prompt list."""
 
@@ -94,13 +114,14 @@ class Generations:
         return {"prompt": self.prompt, "responses": self.responses}
 
 
-Record = SFTRecord | PreferencePair | Comparison | Ranking | Generations
+Record = SFTRecord | PreferencePair | Comparison | Ranking | Rating | Generations
 
 # The responses of each kind of record, and the key its score goes under when a reward model scores it.
 _SCORED = {
     SFTRecord: (("completion", "score"),),
     PreferencePair: (("chosen", "score_chosen"), ("rejected", "score_rejected")),
     Comparison: (("response_a", "score_a"), ("response_b", "score_b")),
+    Rating: (("response", "score"),),
 }
 
 
@@ -128,6 +149,7 @@ FORMATS: dict[str, tuple[tuple[str, ...], type]] = {
     "hh": (("chosen", "rejected"), PreferencePair),
     "comparisons": (("prompt", "response_a", "response_b", "label"), Comparison),
     "rankings": (("prompt", "responses", "ranks"), Ranking),
+    "ratings": (("prompt", "response", "label"), Rating),
     "generations": (("prompt", "responses"), Generations),
     "messages": (("messages",), SFTRecord),
     "sft": (("prompt", "completion"), SFTRecord),
@@ -266,6 +288,13 @@ def parse_record(fmt: str, obj: Any) -> Record:
             _text(obj["response_b"], "response_b"),
             label,
             _opt_str(obj, "annotator"),
+        )
+    if fmt == "ratings":
+        label = obj["label"]
+        if label not in RATING_LABELS:
+            raise FieldError("label", f"{label!r} is not one of {', '.join(RATING_LABELS)}")
+        return Rating(
+            _text(obj["prompt"], "prompt"), _text(obj["response"], "response"), label, _opt_str(obj, "annotator")
         )
     if fmt == "rankings":
         responses, ranks = obj["responses"], obj["ranks"]

@@ -44,7 +44,7 @@ class Diagnostics:
                 f"KL {kl:.2f} per sequence is far above {limit:.1f}: lower learning_rate "
                 f"(now {self.learning_rate}), raise kl_coef, or set target_kl for adaptive control.",
             )
-        if it >= 10 and abs(row["value_explained_variance"]) < 0.05:
+        if it >= 10 and "value_explained_variance" in row and abs(row["value_explained_variance"]) < 0.05:
             self.warn(
                 "critic",
                 it,

@@ -121,3 +121,20 @@ def save_model(model, tokenizer, out_dir: str | os.PathLike, *, merge_lora: bool
             os.replace(f, out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class adapters_off:
+    """A context in which a LoRA model computes as its base: the adapters switched off (the reference of PPO and DPO,
+    the same base weights, no second copy). `prepared` is the module to call, e.g. the accelerator's wrapper whose
+    forward applies autocast."""
+
+    def __init__(self, peft_model, prepared: torch.nn.Module):
+        self.peft_model, self.prepared, self.ctx = peft_model, prepared, None
+
+    def __enter__(self) -> torch.nn.Module:
+        self.ctx = self.peft_model.disable_adapter()
+        self.ctx.__enter__()
+        return self.prepared
+
+    def __exit__(self, *exc) -> None:
+        self.ctx.__exit__(*exc)
