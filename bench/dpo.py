@@ -66,7 +66,20 @@ def main() -> None:
     ours_s, _, ours_gib = run_measured([sys.executable, "-m", "rlhfkit.cli", "dpo", *settings])
     ours = json.loads((work / "ours" / "metrics.json").read_text())
     first = json.loads((work / "ours" / "metrics.jsonl").read_text().splitlines()[0])["loss"]
-    cmd = [HERE / "trl_dpo.py", model, train, "--steps", steps, "--batch", a.batch, "--lr", a.lr, "--beta", a.beta]
+    cmd = [
+        sys.executable,
+        HERE / "trl_dpo.py",
+        model,
+        train,
+        "--steps",
+        steps,
+        "--batch",
+        a.batch,
+        "--lr",
+        a.lr,
+        "--beta",
+        a.beta,
+    ]
     cmd += ["--lora-r", lora, "--lora-alpha", 32, "--template", template]
     trl_s, out, trl_gib = run_measured(cmd)
     m = re.search(r"in ([\d.]+)s; first loss ([\d.]+); last loss ([\d.]+)", out)

@@ -273,8 +273,9 @@ class PPOConfig(RunSettings):
     Critic-free (no critic is loaded or trained): "grpo" (Shao et al. 2024: rewards normalized within each prompt's
     group of num_generations responses, the KL to the reference a k3 term in the loss, weighted by kl_coef); "rloo"
     (Ahmadian et al. 2024: the sequence reward minus kl_coef x its KL, minus the mean of the prompt's other
-    responses); "reinforce_pp" (Hu 2025, REINFORCE++: KL-shaped token rewards, discounted returns, whitened over the
-    batch)."""
+    responses); "reinforce_pp" (Hu 2025, REINFORCE++: KL-shaped token rewards, discounted returns, whitened over each
+    process's batch). Every loss is a mean over the minibatch's response tokens (as PPO's), so an answer weighs by its
+    length, not 1/|o| per answer as in GRPO's paper (DAPO's choice)."""
     num_generations: int = 1
     """Responses sampled per prompt. grpo and rloo compare a prompt's responses with each other: at least 2."""
     max_new_tokens: int = 64
@@ -460,6 +461,12 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     elif typing.get_origin(typ) is dict or typ is dict:
         if isinstance(value, dict):
             return value
+    elif typing.get_origin(typ) is list:
+        if isinstance(value, str):  # key=a,b,c on the command line
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            (item,) = args
+            return [_coerce(v, item, key) for v in value]
     raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
 
 

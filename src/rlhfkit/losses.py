@@ -136,17 +136,29 @@ def dpo_loss(
 
 
 def robust_dpo_loss(
-    logp_a: Tensor, logp_b: Tensor, ref_a: Tensor, ref_b: Tensor, p_a: Tensor, *, beta: float, label_smoothing: float
+    logp_a: Tensor,
+    logp_b: Tensor,
+    ref_a: Tensor,
+    ref_b: Tensor,
+    p_a: Tensor,
+    p_b: Tensor,
+    *,
+    beta: float,
+    label_smoothing: float,
 ) -> Tensor:
-    """Robust DPO (Chowdhury et al. 2024, Eq. 8): an unbiased loss when each label is flipped with probability eps:
-    ((1 - eps) l(h) - eps l(-h)) / (1 - 2 eps), l(h) = -log sigmoid(beta h), for the pair's majority direction
-    (p_a >= 1/2: a over b)."""
+    """Robust DPO (Chowdhury et al. 2024, Eq. 8): an unbiased loss when each label is flipped with probability eps,
+    L(h) = ((1 - eps) l(h) - eps l(-h)) / (1 - 2 eps), l(h) = -log sigmoid(beta h). Votes weigh the two directions:
+    p_a L(h) + p_b L(-h), which is the paper's loss for a hard label and symmetric for a split vote (ties carry no
+    direction: callers drop tie-only judgements)."""
     if not 0 <= label_smoothing < 0.5:
         raise ValueError(f"robust DPO needs 0 <= label_smoothing < 0.5, got {label_smoothing}")
     h = (logp_a - ref_a) - (logp_b - ref_b)
-    h = torch.where(p_a >= 0.5, h, -h)
     eps = label_smoothing
-    return ((1 - eps) * -F.logsigmoid(beta * h) - eps * -F.logsigmoid(-beta * h)) / (1 - 2 * eps)
+
+    def robust(x: Tensor) -> Tensor:
+        return ((1 - eps) * -F.logsigmoid(beta * x) - eps * -F.logsigmoid(-beta * x)) / (1 - 2 * eps)
+
+    return p_a * robust(h) + p_b * robust(-h)
 
 
 def ipo_loss(

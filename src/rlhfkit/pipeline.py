@@ -1,7 +1,8 @@
 """`rlhf pipeline run pipeline.yaml`: the whole loop on your model and files, stage by stage.
 
 base model -> SFT on gold answers -> K sampled answers per training prompt -> rankings (your annotators' export) ->
-reward model -> PPO against it -> held-out evaluation -> report.html.
+reward model -> PPO against it (and the other `methods`: GRPO, RLOO, REINFORCE++, DPO on the rankings, best-of-N)
+-> held-out evaluation of every method against the SFT model -> report.html.
 
 Stages talk through files in output_dir; a stage whose output is complete (a `.done` marker) is skipped, so a
 rerun continues where an interrupted one stopped. Each stage's settings are the command's own names (`sft:`,
@@ -20,9 +21,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from rlhfkit.config import ConfigError, PPOConfig, RewardConfig, SFTConfig, build_config
+from rlhfkit.config import ConfigError, DPOConfig, PPOConfig, RewardConfig, SFTConfig, build_config
 from rlhfkit.runtime.files import write_json, write_jsonl
 
 
@@ -54,6 +55,23 @@ class PipelineConfig:
     """Settings for the reward-model stage (rlhf reward train names)."""
     ppo: dict[str, Any] = field(default_factory=dict)
     """Settings for the PPO stage (rlhf ppo names)."""
+    methods: list[Literal["ppo", "grpo", "rloo", "reinforce_pp", "dpo", "best_of_n"]] = field(
+        default_factory=lambda: ["ppo"]
+    )
+    """Policy-optimization methods, each run from the same SFT model and the same reward model (DPO: the same
+    rankings) and compared side by side on the held-out questions: ppo; grpo, rloo, reinforce_pp (rlhf ppo with that
+    advantage, no critic); dpo (rlhf dpo on the rankings); best_of_n (no training: the reward model's pick of
+    best_of_n samples of the SFT model)."""
+    grpo: dict[str, Any] = field(default_factory=dict)
+    """Settings for the grpo method over the ppo section's (rlhf ppo names; num_generations defaults to 4)."""
+    rloo: dict[str, Any] = field(default_factory=dict)
+    """Settings for the rloo method over the ppo section's (rlhf ppo names; num_generations defaults to 4)."""
+    reinforce_pp: dict[str, Any] = field(default_factory=dict)
+    """Settings for the reinforce_pp method over the ppo section's (rlhf ppo names)."""
+    dpo: dict[str, Any] = field(default_factory=dict)
+    """Settings for the dpo method (rlhf dpo names)."""
+    best_of_n: int = 4
+    """N of the best_of_n method: samples per question (temperature 1) from which the reward model picks one."""
     eval_every: int = 10
     """PPO iterations between held-out evaluations (the win-rate curve in the report); 0: only at the end."""
     seed: int = 0
@@ -114,8 +132,8 @@ def _stage_config(cls, fixed: dict[str, Any], user: dict[str, Any], defaults: di
     return build_config(cls, {**defaults, **user, **fixed})
 
 
-def stage_configs(cfg: PipelineConfig, base: str) -> tuple[SFTConfig, RewardConfig, PPOConfig]:
-    """Every stage's settings, checked before anything runs."""
+def stage_configs(cfg: PipelineConfig, base: str) -> tuple[SFTConfig, RewardConfig, dict[str, Any]]:
+    """Every stage's settings, checked before anything runs: SFT, reward model, and each trained method's."""
     out = Path(cfg.output_dir)
     sft = _stage_config(
         SFTConfig,
@@ -134,18 +152,43 @@ def stage_configs(cfg: PipelineConfig, base: str) -> tuple[SFTConfig, RewardConf
         cfg.reward,
         {"seed": cfg.seed},
     )
-    ppo = _stage_config(
-        PPOConfig,
-        {
-            "policy": str(out / "sft"),
-            "reward_model": str(out / "rm"),
-            "prompts_file": str(out / "ppo_prompts.jsonl"),
-            "output_dir": str(out / "ppo"),
-        },
-        cfg.ppo,
-        {"seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens},
-    )
-    return sft, reward, ppo
+    if len(set(cfg.methods)) != len(cfg.methods) or not cfg.methods:
+        raise ConfigError(f"methods: name each method once, at least one, got {cfg.methods}")
+    methods: dict[str, Any] = {}
+    for m in cfg.methods:
+        if m == "dpo":
+            methods[m] = _stage_config(
+                DPOConfig,
+                {
+                    "model": str(out / "sft"),
+                    "train_file": str(out / "rankings_train.jsonl"),
+                    "eval_file": str(out / "rankings_eval.jsonl"),
+                    "output_dir": str(out / "dpo"),
+                },
+                cfg.dpo,
+                {"seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens},
+            )
+        elif m != "best_of_n":
+            own = cfg.ppo if m == "ppo" else {**cfg.ppo, **getattr(cfg, m)}
+            methods[m] = _stage_config(
+                PPOConfig,
+                {
+                    "policy": str(out / "sft"),
+                    "reward_model": str(out / "rm"),
+                    "prompts_file": str(out / "ppo_prompts.jsonl"),
+                    "output_dir": str(out / m),
+                    "advantage": "gae" if m == "ppo" else m,
+                },
+                own,
+                {
+                    "seed": cfg.seed,
+                    "max_new_tokens": cfg.max_new_tokens,
+                    "num_generations": 4 if m in ("grpo", "rloo") else 1,
+                },
+            )
+    if cfg.best_of_n < 2 and "best_of_n" in cfg.methods:
+        raise ConfigError(f"best_of_n must be >= 2 (samples to pick from), got {cfg.best_of_n}")
+    return sft, reward, methods
 
 
 def run_pipeline(
@@ -167,7 +210,7 @@ def run_pipeline(
     heldout_records = read_records(cfg.heldout_file, expect=("sft", "messages")).records
     prompts = list(dict.fromkeys(r.prompt for r in train_records if isinstance(r.prompt, str)))
     base = cfg.base_model or str(out / "base")
-    sft_cfg, rm_cfg, ppo_cfg = stage_configs(cfg, base)
+    sft_cfg, rm_cfg, method_cfgs = stage_configs(cfg, base)
     out.mkdir(parents=True, exist_ok=True)
 
     # --- base model ---
@@ -230,10 +273,18 @@ def run_pipeline(
     # --- reward model ---
     _stage(out, "reward", lambda: _run_reward(rm_cfg), log)
 
-    # --- PPO ---
+    # --- PPO and the other methods, each from the SFT model ---
     write_jsonl(out / "ppo_prompts.jsonl", ({"prompt": p} for p in prompts))
     evaluator = HeldOutEvaluator(heldout_records, out, judge=hooks.judge, max_new_tokens=cfg.max_new_tokens)
-    _stage(out, "ppo", lambda: _run_ppo(ppo_cfg, evaluator, cfg.eval_every), log)
+    for m in cfg.methods:
+        if m == "ppo":
+            _stage(out, m, lambda: _run_ppo(method_cfgs["ppo"], evaluator, cfg.eval_every), log)
+        elif m == "dpo":
+            _stage(out, m, lambda: _run_dpo(method_cfgs["dpo"]), log)
+        elif m == "best_of_n":
+            _stage(out, m, lambda: evaluator.best_of_n(cfg.best_of_n, seed=cfg.seed), log)
+        else:
+            _stage(out, m, lambda m=m: _run_ppo(method_cfgs[m], None, 0), log)
 
     # --- evaluation and report ---
     summary: dict[str, Any] = {}
@@ -241,18 +292,18 @@ def run_pipeline(
     def evaluate_and_report() -> None:
         from rlhfkit.eval.report import write_report
 
-        summary.update(evaluator.final(out / "eval_samples.jsonl"))
+        summary.update(evaluator.final(out / "eval_samples.jsonl", cfg.methods, seed=cfg.seed))
         rm_metrics = json.loads((out / "rm" / "metrics.json").read_text())
-        ppo_summary = json.loads((out / "ppo" / "metrics.json").read_text())
-        summary.update(
-            {
-                "rm_eval_accuracy": rm_metrics.get("eval_accuracy"),
-                "rm_eval_ece": rm_metrics.get("eval_ece"),
-                "ppo_kl_last_tenth": ppo_summary.get("kl_last_tenth"),
-                "ppo_reward_first_tenth": ppo_summary.get("reward_first_tenth"),
-                "ppo_reward_last_tenth": ppo_summary.get("reward_last_tenth"),
-            }
-        )
+        summary.update({"rm_eval_accuracy": rm_metrics.get("eval_accuracy"), "rm_eval_ece": rm_metrics.get("eval_ece")})
+        if "ppo" in cfg.methods:
+            ppo_summary = json.loads((out / "ppo" / "metrics.json").read_text())
+            summary.update(
+                {
+                    "ppo_kl_last_tenth": ppo_summary.get("kl_last_tenth"),
+                    "ppo_reward_first_tenth": ppo_summary.get("reward_first_tenth"),
+                    "ppo_reward_last_tenth": ppo_summary.get("reward_last_tenth"),
+                }
+            )
         summary["wall_seconds"] = round(time.perf_counter() - started, 1)
         write_json(out / "summary.json", summary)
         write_report(out)
@@ -275,10 +326,16 @@ def _run_reward(cfg: RewardConfig) -> None:
     train(cfg)
 
 
-def _run_ppo(cfg: PPOConfig, evaluator: HeldOutEvaluator, every: int) -> None:
+def _run_ppo(cfg: PPOConfig, evaluator: HeldOutEvaluator | None, every: int) -> None:
     from rlhfkit.algorithms.ppo import train
 
-    train(cfg, evaluate=evaluator.during_ppo, eval_every=every)
+    train(cfg, evaluate=evaluator.during_ppo if evaluator else None, eval_every=every)
+
+
+def _run_dpo(cfg: DPOConfig) -> None:
+    from rlhfkit.algorithms.dpo import train
+
+    train(cfg)
 
 
 def properties(judge: Judge | None, questions: list[str], answers: list[str]) -> dict[str, float]:
@@ -330,46 +387,124 @@ class HeldOutEvaluator:
             row.update({f"heldout_{k}": v for k, v in properties(self.judge, self.prompts, answers).items()})
         return row
 
-    def final(self, samples_path: Path) -> dict[str, Any]:
-        from rlhfkit.algorithms.reward import score_texts
-        from rlhfkit.eval.gold import gold_metrics
+    def best_of_n(self, n: int, *, seed: int) -> None:
+        """The best_of_n method: n samples of the SFT model per held-out question (temperature 1), the reward
+        model's pick; no training."""
+        from rlhfkit.algorithms.best_of_n import best_of_n
         from rlhfkit.models.load import load_causal_lm, load_tokenizer
         from rlhfkit.models.reward import load_scorer
 
-        sft = self.sft_answers()
-        ppo = self.answers(
-            load_causal_lm(str(self.out / "ppo")), load_tokenizer(str(self.out / "ppo"), padding_side="left")
+        scorer, rm_tok = load_scorer(str(self.out / "rm"))
+        answers, _, _ = best_of_n(
+            load_causal_lm(str(self.out / "sft")),
+            load_tokenizer(str(self.out / "sft"), padding_side="left"),
+            self.prompts,
+            n=n,
+            scorer=scorer,
+            scorer_tokenizer=rm_tok,
+            batch_size=32,
+            max_new_tokens=self.max_new_tokens,
+            temperature=1.0,
+            seed=seed,
         )
+        (self.out / "best_of_n").mkdir(exist_ok=True)
+        write_json(self.out / "best_of_n" / "answers.json", {"n": n, "answers": answers})
+
+    def method_answers(self, method: str) -> list[str]:
+        if method == "best_of_n":
+            return json.loads((self.out / "best_of_n" / "answers.json").read_text())["answers"]
+        from rlhfkit.models.load import load_causal_lm, load_tokenizer
+
+        d = str(self.out / method)
+        return self.answers(load_causal_lm(d), load_tokenizer(d, padding_side="left"))
+
+    def kl_to_sft(self, method: str, *, seed: int) -> float:
+        """KL(method || SFT) per answer on the held-out questions, from answers the method samples at temperature 1;
+        for best_of_n, the known value log n - (n - 1) / n (Beirami et al. 2024: exact for distinct samples, an
+        upper bound otherwise)."""
+        import math
+
+        if method == "best_of_n":
+            n = json.loads((self.out / "best_of_n" / "answers.json").read_text())["n"]
+            return math.log(n) - (n - 1) / n
+        from rlhfkit.data.prompts import encode_prompt
+        from rlhfkit.eval.kl import sampled_kl
+        from rlhfkit.models.load import load_causal_lm, load_tokenizer
+        from rlhfkit.models.logprobs import AnswerLogprobs
+
+        tok = load_tokenizer(str(self.out / "sft"), padding_side="left")
+        policy = load_causal_lm(str(self.out / method)).eval()
+        sft = load_causal_lm(str(self.out / "sft")).eval()
+
+        def logprobs(model):
+            scorer = AnswerLogprobs(model, pad_id=tok.pad_token_id)
+            return lambda p, a: scorer(p, a, list(range(len(a))))[0]
+
+        prompt_ids = [encode_prompt(tok, q, template="chat") for q in self.prompts]
+        return sampled_kl(
+            policy,
+            logprobs(policy),
+            logprobs(sft),
+            prompt_ids,
+            pad_id=tok.pad_token_id,
+            eos_id=tok.eos_token_id,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=32,
+            seed=seed,
+        )
+
+    def final(self, samples_path: Path, methods: list[str], *, seed: int = 0) -> dict[str, Any]:
+        """Every method's held-out answers beside the SFT model's: gold-answer metrics, reward-model scores, the
+        judge's properties and win rate vs SFT (with a 95% interval), KL to SFT, and the stage's wall time."""
+        from rlhfkit.algorithms.reward import score_texts
+        from rlhfkit.eval.gold import gold_metrics
+        from rlhfkit.models.reward import load_scorer
+
         scorer, rm_tok = load_scorer(str(self.out / "rm"))
         rm_cfg = RewardConfig(eval_batch_size=32)
-        sft_scores = score_texts(scorer, rm_tok, self.prompts, sft, cfg=rm_cfg)
-        ppo_scores = score_texts(scorer, rm_tok, self.prompts, ppo, cfg=rm_cfg)
-        summary: dict[str, Any] = {"heldout_questions": len(self.prompts)}
-        for name, answers, scores in (("sft", sft, sft_scores), ("ppo", ppo, ppo_scores)):
-            summary.update({f"{k}_{name}": v for k, v in gold_metrics(answers, self.golds).items()})
-            summary[f"rm_score_{name}"] = scores.mean().item()
-            summary.update({f"{k}_{name}": v for k, v in properties(self.judge, self.prompts, answers).items()})
-        summary["rm_score_ppo_minus_sft"] = (ppo_scores - sft_scores).mean().item()
-        verdicts = [None] * len(sft)
-        if self.judge is not None:
-            verdicts = [self.judge.compare(q, p, s) for q, p, s in zip(self.prompts, ppo, sft)]
-            summary["win_rate_ppo_vs_sft"] = win_rate(verdicts)
-        write_jsonl(
-            samples_path,
-            (
-                {
-                    "question": q,
-                    "gold_answer": g,
-                    "sft_answer": s,
-                    "ppo_answer": p,
-                    "sft_rm_score": ss,
-                    "ppo_rm_score": ps,
-                    "judge": v,
-                }
-                for q, g, s, p, ss, ps, v in zip(
-                    self.prompts, self.golds, sft, ppo, sft_scores.tolist(), ppo_scores.tolist(), verdicts
-                )
-            ),
-        )
-        write_json(self.out / "heldout_scores.json", {"sft": sft_scores.tolist(), "ppo": ppo_scores.tolist()})
+        answers = {"sft": self.sft_answers(), **{m: self.method_answers(m) for m in methods}}
+        scores = {name: score_texts(scorer, rm_tok, self.prompts, a, cfg=rm_cfg) for name, a in answers.items()}
+        summary: dict[str, Any] = {"heldout_questions": len(self.prompts), "methods": list(methods)}
+        verdicts: dict[str, list] = {}
+        for name, texts in answers.items():
+            summary.update({f"{k}_{name}": v for k, v in gold_metrics(texts, self.golds).items()})
+            summary[f"rm_score_{name}"] = scores[name].mean().item()
+            summary.update({f"{k}_{name}": v for k, v in properties(self.judge, self.prompts, texts).items()})
+            if name == "sft":
+                continue
+            summary[f"rm_score_{name}_minus_sft"] = (scores[name] - scores["sft"]).mean().item()
+            summary[f"kl_to_sft_{name}"] = self.kl_to_sft(name, seed=seed)
+            marker = self.out / f".{name}.done"
+            summary[f"seconds_{name}"] = float(marker.read_text()) if marker.exists() else None
+            verdicts[name] = [None] * len(self.prompts)
+            if self.judge is not None:
+                verdicts[name] = [self.judge.compare(q, a, s) for q, a, s in zip(self.prompts, texts, answers["sft"])]
+                summary[f"win_rate_{name}_vs_sft"] = win_rate(verdicts[name])
+                summary[f"win_rate_{name}_vs_sft_ci95"] = win_rate_interval(verdicts[name])
+        first = "ppo" if "ppo" in methods else methods[0]
+        rows = []
+        for n, (q, g) in enumerate(zip(self.prompts, self.golds)):
+            row: dict[str, Any] = {"question": q, "gold_answer": g}
+            for name, texts in answers.items():
+                row[f"{name}_answer"] = texts[n]
+                row[f"{name}_rm_score"] = scores[name][n].item()
+            row.update({f"judge_{m}": verdicts[m][n] for m in methods})
+            row["judge"] = verdicts[first][n]  # the first method's (ppo's when it ran) verdict against SFT
+            rows.append(row)
+        write_jsonl(samples_path, rows)
+        write_json(self.out / "heldout_scores.json", {name: s.tolist() for name, s in scores.items()})
         return summary
+
+
+def win_rate_interval(verdicts: list[str]) -> list[float]:
+    """A 95% interval of the win rate: mean +- 1.96 standard errors of the per-question outcomes (1 win, 1/2 tie,
+    0 loss), clipped to [0, 1]."""
+    import math
+
+    outcomes = [{"a": 1.0, "tie": 0.5}.get(v, 0.0) for v in verdicts]
+    n = len(outcomes)
+    if n < 2:
+        return [0.0, 1.0]
+    mean = sum(outcomes) / n
+    se = math.sqrt(sum((o - mean) ** 2 for o in outcomes) / (n - 1) / n)
+    return [max(0.0, mean - 1.96 * se), min(1.0, mean + 1.96 * se)]

@@ -239,6 +239,7 @@ def test_exports_round_trip_into_rlhf_data_validate(app, admin, make_user, tmp_p
         "comparisons": ("comparisons", 1),
         "rankings": ("rankings", 1),
         "pairs": ("pairs", 3),
+        "ratings": ("ratings", 5),  # A/B: the winner good, the loser bad; ranking: best good, the two worst bad
     }
     for fmt, (data_format, count) in expected.items():
         rows = admin.get(f"/api/v1/projects/{pid}/export?format={fmt}").json()
@@ -251,6 +252,14 @@ def test_exports_round_trip_into_rlhf_data_validate(app, admin, make_user, tmp_p
     # each response keeps the rank bob gave it where he saw it
     assert dict(zip(rank["responses"], rank["ranks"])) == dict(zip(shown["rank"], answers["rank"]["ranks"]))
     assert len(rank["ranks"]) == 3 and sorted(rank["ranks"]) == [1, 2, 2]
+    ratings = admin.get(f"/api/v1/projects/{pid}/export?format=ratings").json()
+    best = shown["rank"][answers["rank"]["ranks"].index(1)]
+    assert sorted((r["response"], r["label"]) for r in ratings if r["prompt"] == "rank me") == sorted(
+        (x, "good" if x == best else "bad") for x in shown["rank"]
+    )
+    (ab,) = admin.get(f"/api/v1/projects/{pid}/export?format=comparisons").json()
+    win, lose = (ab["response_a"], ab["response_b"]) if ab["label"] == "a" else (ab["response_b"], ab["response_a"])
+    assert {(r["response"], r["label"]) for r in ratings if r["prompt"] != "rank me"} == {(win, "good"), (lose, "bad")}
 
 
 def test_bad_submissions_are_refused(app, admin, make_user):

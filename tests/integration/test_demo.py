@@ -25,7 +25,10 @@ SMALL = [
     "ppo.batch_size=16",
     "ppo.minibatch_size=16",
     "ppo.ppo_epochs=1",
+    "dpo.max_steps=10",
+    "best_of_n=3",
 ]
+METHODS = ["ppo", "grpo", "rloo", "dpo", "best_of_n"]  # the demo's pipeline.yaml runs them all
 
 
 @pytest.mark.slow
@@ -60,13 +63,28 @@ def test_reduced_demo_writes_every_output(tmp_path):
     assert rankings.format == "rankings" and all(r.annotator.startswith("sim-annotator") for r in rankings.records)
     ppo_rows = [json.loads(x) for x in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in ppo_rows if "heldout_win_rate_vs_sft" in r] == [1, 2, 4, 6]
+    # every method ran from the same SFT model and reward model and is in the side-by-side table
+    assert summary["methods"] == METHODS
+    for m in METHODS:
+        assert 0.0 <= summary[f"win_rate_{m}_vs_sft"] <= 1.0, m
+        low, high = summary[f"win_rate_{m}_vs_sft_ci95"]
+        assert low <= summary[f"win_rate_{m}_vs_sft"] <= high, m
+        assert isinstance(summary[f"kl_to_sft_{m}"], float) and summary[f"seconds_{m}"] > 0, m
+        verdicts = [r[f"judge_{m}"] for r in samples]
+        assert summary[f"win_rate_{m}_vs_sft"] == pytest.approx(
+            (verdicts.count("a") + 0.5 * verdicts.count("tie")) / 52
+        )
+    assert summary["kl_to_sft_best_of_n"] == pytest.approx(1.0986 - 2 / 3, abs=1e-3)  # log 3 - 2/3
+    assert not (out / "grpo" / "metrics.jsonl").read_text().count("value_explained_variance")  # no critic
+    assert json.loads((out / "dpo" / "metrics.json").read_text())["steps"] == 10
     report = (out / "report.html").read_text()
-    assert report.count("data:image/png;base64,") == 2 and "Held-out answers" in report
+    assert report.count("data:image/png;base64,") == 3 and "Held-out answers" in report
+    assert "Methods on held-out questions" in report and all(f"<td>{m}</td>" in report for m in METHODS)
     said = " ".join(res.output.split())  # Rich wraps lines at the terminal width
     assert "simulated annotators" in said
     # a rerun skips every finished stage
     res = runner.invoke(app, ["demo", "--out", str(out), *SMALL])
-    assert res.exit_code == 0 and " ".join(res.output.split()).count("done earlier, skipped") == 7
+    assert res.exit_code == 0 and " ".join(res.output.split()).count("done earlier, skipped") == 7 + 4
 
 
 def test_report_escapes_model_text(tmp_path):
@@ -76,6 +94,11 @@ def test_report_escapes_model_text(tmp_path):
     evil = '<script>alert(1)</script><img src=x onerror="alert(2)">'
     (tmp_path / "eval_samples.jsonl").write_text(
         json.dumps({"question": "q", "gold_answer": "g", "sft_answer": evil, "ppo_answer": evil, "judge": "tie"}) + "\n"
+    )
+    (tmp_path / "summary.json").write_text(
+        json.dumps(
+            {"win_rate_ppo_vs_sft": 0.5, "methods": ["ppo"], "fact_accuracy_sft": 0.5, "fact_accuracy_ppo": evil}
+        )
     )
     html = write_report(tmp_path).read_text()
     assert "<script>alert" not in html and "<img src=x" not in html

@@ -213,6 +213,19 @@ def test_ratings_are_validated_and_converted(tmp_path):
     assert skipped == {"tied_votes": 1, "tie": 1}
 
 
+def test_kto_reference_point_pairs_each_prompt_with_another_prompts_answer():
+    from rlhfkit.algorithms.dpo import mismatched
+    from rlhfkit.data.schema import Rating
+
+    # a preference file read as ratings: each prompt's winner and loser side by side
+    ratings = [Rating(f"q{i}", f"{kind}{i}", label) for i in range(5) for kind, label in (("w", "good"), ("l", "bad"))]
+    partner = mismatched(ratings, seed=0)
+    assert all(ratings[j].prompt != r.prompt for r, j in zip(ratings, partner))
+    assert len(set(partner)) > 5 and partner != mismatched(ratings, seed=1)
+    with pytest.raises(ValueError, match="2 different prompts"):
+        mismatched(ratings[:2], seed=0)
+
+
 def test_dpo_bad_settings_exit_2(tmp_path):
     for bad, says in [
         (["beta=0"], "beta must be > 0"),

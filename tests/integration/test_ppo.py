@@ -189,7 +189,11 @@ def test_best_of_n_beats_one_sample_on_reward(ppo_setup):
     best = [json.loads(x) for x in (root / "best.jsonl").read_text().splitlines()]
     one = [json.loads(x) for x in (root / "one_s.jsonl").read_text().splitlines()]
     assert all(len(r["responses"]) == 1 and len(r["candidate_scores"]) == 8 for r in best)
-    assert all(r["scores"][0] == max(r["candidate_scores"]) for r in best)
+    assert all(r["scores"][0] in r["candidate_scores"] for r in best)
+    # each kept answer is the one its score belongs to: scored again on its own, it gets the same score
+    invoke("reward", "score", "--model", str(rm), "--in", str(root / "best.jsonl"), "--out", str(root / "again.jsonl"))
+    again = [json.loads(x) for x in (root / "again.jsonl").read_text().splitlines()]
+    assert [r["scores"][0] for r in again] == pytest.approx([r["scores"][0] for r in best], abs=1e-5)
     mean = lambda rows: sum(r["scores"][0] for r in rows) / len(rows)  # noqa: E731
     assert mean(best) > mean(one) + 0.5
     thanked = lambda rows: sum("Thank you" in r["responses"][0] for r in rows) / len(rows)  # noqa: E731

@@ -29,11 +29,17 @@ def test_dpo_by_hand():
 
 
 def test_robust_dpo_by_hand():
-    close(robust_dpo_loss(*LOGPS, ONE, beta=0.1, label_smoothing=0.1).item(), (0.9 * L_POS - 0.1 * L_NEG) / 0.8)
-    close(robust_dpo_loss(*LOGPS, ONE, beta=0.1, label_smoothing=0.0).item(), L_POS)
-    close(robust_dpo_loss(*LOGPS, ZERO, beta=0.1, label_smoothing=0.0).item(), L_NEG)  # b preferred: h flips
+    close(robust_dpo_loss(*LOGPS, ONE, ZERO, beta=0.1, label_smoothing=0.1).item(), (0.9 * L_POS - 0.1 * L_NEG) / 0.8)
+    close(robust_dpo_loss(*LOGPS, ONE, ZERO, beta=0.1, label_smoothing=0.0).item(), L_POS)
+    # b preferred: the same loss of -h; a 1:1 split weighs both directions alike, whichever answer is listed first
+    close(robust_dpo_loss(*LOGPS, ZERO, ONE, beta=0.1, label_smoothing=0.1).item(), (0.9 * L_NEG - 0.1 * L_POS) / 0.8)
+    half = t([0.5])
+    split = robust_dpo_loss(*LOGPS, half, half, beta=0.1, label_smoothing=0.1).item()
+    swapped = robust_dpo_loss(LOGPS[1], LOGPS[0], LOGPS[3], LOGPS[2], half, half, beta=0.1, label_smoothing=0.1)
+    close(split, swapped.item())
+    close(robust_dpo_loss(*LOGPS, ZERO, ONE, beta=0.1, label_smoothing=0.0).item(), L_NEG)  # b preferred: h flips
     with pytest.raises(ValueError):
-        robust_dpo_loss(*LOGPS, ONE, beta=0.1, label_smoothing=0.5)
+        robust_dpo_loss(*LOGPS, ONE, ZERO, beta=0.1, label_smoothing=0.5)
 
 
 def test_ipo_by_hand():

@@ -28,9 +28,12 @@ def best_of_n(
     **sampling,
 ) -> tuple[list[str], list[float], list[list[float]]]:
     """(best answer per prompt, its score, the scores of all n candidates). `sampling`: generate_answers' settings
-    (temperature, top_p, max_new_tokens, seed, ...); temperature 0 would make the n candidates one."""
+    (temperature, top_p, max_new_tokens, seed, ...); temperature 0 would make the n candidates one. An answer cut at
+    max_new_tokens is not a whole answer (scoring its text would read it as one): it is kept only when no candidate
+    of its prompt finished."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    finished: list[list[bool]] = []
     candidates = generate_answers(
         model,
         tokenizer,
@@ -39,13 +42,16 @@ def best_of_n(
         template=template,
         batch_size=batch_size,
         on_batch=on_batch,
+        finished=finished,
         **sampling,
     )
     cfg = RewardConfig(eval_batch_size=batch_size, prompt_template=template)
     flat = score_texts(
         scorer, scorer_tokenizer, [p for p in prompts for _ in range(n)], [a for c in candidates for a in c], cfg=cfg
     ).view(len(prompts), n)
-    best = flat.argmax(dim=1).tolist()
+    ended = torch.tensor(finished, dtype=torch.bool)
+    ranked = torch.where(ended | ~ended.any(dim=1, keepdim=True), flat, torch.tensor(float("-inf")))
+    best = ranked.argmax(dim=1).tolist()
     return (
         [c[i] for c, i in zip(candidates, best)],
         [flat[k, i].item() for k, i in enumerate(best)],

@@ -30,15 +30,15 @@ import torch
 from torch import Tensor
 
 from rlhfkit.config import ConfigError, DPOConfig, save_config
-from rlhfkit.data.collate import encode_prompt_answer, pad_left
+from rlhfkit.data.collate import encode_prompt_answer
 from rlhfkit.data.convert import to_ratings
 from rlhfkit.data.io import read_records
 from rlhfkit.data.preferences import Judgement, build_items, response_text
 from rlhfkit.data.schema import Rating
+from rlhfkit.eval.kl import sampled_kl
 from rlhfkit.losses import dpo_loss, ipo_loss, kto_loss, robust_dpo_loss, tie_dpo_loss
 from rlhfkit.models.load import adapters_off, disable_dropout, load_causal_lm, load_tokenizer, save_model
 from rlhfkit.models.logprobs import AnswerLogprobs
-from rlhfkit.models.sampler import sample
 from rlhfkit.runtime.checkpoint import latest_checkpoint, resume_state, save_checkpoint
 from rlhfkit.runtime.dist import all_reduce_sum, autocast, compute_dtype, make_accelerator, precision
 from rlhfkit.runtime.metrics import MetricsLog, check_finite
@@ -91,12 +91,33 @@ def load_examples(path: str, tokenizer, cfg: DPOConfig) -> tuple[list[Example], 
     return out, dict(skipped), truncated
 
 
+def mismatched(ratings: list[Rating], *, seed: int) -> list[int]:
+    """For each rating, another rating whose prompt differs (its answer is this prompt's KL reference point): the
+    next one in a seeded shuffle that has another prompt. Ratings of one prompt sit side by side in data files (a
+    preference's winner and loser), so taking the next line would often pair a prompt with its own rejected answer."""
+    import random
+
+    keys = [repr(r.prompt) for r in ratings]
+    if len(set(keys)) < 2:
+        raise ConfigError(
+            "KTO needs ratings of at least 2 different prompts (another prompt's answer is the KL reference)"
+        )
+    order = list(range(len(ratings)))
+    random.Random(seed).shuffle(order)
+    out = [0] * len(ratings)
+    for k, i in enumerate(order):
+        j = 1
+        while keys[order[(k + j) % len(order)]] == keys[i]:
+            j += 1
+        out[i] = order[(k + j) % len(order)]
+    return out
+
+
 def _kto_examples(ratings: list[Rating], tokenizer, cfg: DPOConfig) -> tuple[list[Example], int]:
-    if len(ratings) < 2:
-        raise ConfigError(f"KTO needs at least 2 ratings (one answer is the other's KL reference), got {len(ratings)}")
     out, truncated = [], 0
+    partner = mismatched(ratings, seed=cfg.seed)
     for n, r in enumerate(ratings):
-        other = ratings[(n + 1) % len(ratings)].response  # a mismatched answer: the KL reference point
+        other = ratings[partner[n]].response  # another prompt's answer: the KL reference point
         prompt, answers, cut = _encode(tokenizer, r.prompt, [response_text(r.response), response_text(other)], cfg)
         truncated += cut
         out.append(Example(prompt, answers, good=r.good))
@@ -155,7 +176,7 @@ def preference_losses(
     elif cfg.loss == "ipo":
         per = ipo_loss(*args, pa, pb, beta=cfg.beta)
     elif cfg.loss == "robust":
-        per = robust_dpo_loss(*args, pa, beta=cfg.beta, label_smoothing=cfg.label_smoothing)
+        per = robust_dpo_loss(*args, pa, pb, beta=cfg.beta, label_smoothing=cfg.label_smoothing)
     else:
         per = tie_dpo_loss(*args, pa, pb, pt, beta=cfg.beta, tie_model=cfg.tie_model, tie_param=cfg.tie_param)
     owner_t = torch.tensor(owner, device=dev)
@@ -215,7 +236,7 @@ def kto_losses(
             "bad": (1 - g).sum(),
             "reward_good": (cfg.beta * ratio * g).sum(),
             "reward_bad": (cfg.beta * ratio * (1 - g)).sum(),
-            "kl_sum": z * len(examples),
+            "kl_sum": z.clamp(min=0) * len(examples),
             "examples": n,
         }
     return losses, stats
@@ -280,42 +301,37 @@ def evaluate(model, examples: list[Example], refs: list[Tensor], cfg: DPOConfig,
 
 @torch.no_grad()
 def held_out_kl(policy, reference, examples: list[Example], tokenizer, cfg: DPOConfig, *, acc) -> float:
-    """Mean over held-out prompts of log pi(y|x) - log pi_ref(y|x) for answers y the policy samples at temperature
-    1: an unbiased estimate of KL(policy || reference) per answer. `reference()` is a context yielding the module
-    that computes as the reference; both are scored by AnswerLogprobs under the same autocast."""
+    """KL(policy || reference) per answer on answers the policy samples (temperature 1) to up to kl_prompts
+    held-out prompts. `reference()` is a context yielding the module that computes as the reference; policy and
+    reference logprobs both come from AnswerLogprobs under the same autocast."""
     prompts = list({tuple(e.prompt): e.prompt for e in examples}.values())[: cfg.kl_prompts]
     if not prompts:
         return float("nan")
-    unwrapped = policy.model
-    unwrapped.eval()
-    total, count = 0.0, 0
-    for start in range(0, len(prompts), cfg.eval_batch_size):
-        chunk = prompts[start : start + cfg.eval_batch_size]
-        query, query_mask = pad_left(chunk, pad_id=tokenizer.pad_token_id, device=acc.device)
-        samples = sample(
-            unwrapped,
-            query,
-            query_mask,
-            max_new_tokens=cfg.max_new_tokens,
-            eos_id=tokenizer.eos_token_id,
-            pad_id=tokenizer.pad_token_id,
-            temperature=1.0,
-            generator=torch.Generator(device=acc.device).manual_seed(cfg.seed + start),
-            dtype=compute_dtype(acc.mixed_precision),
-        )
-        lengths = samples.mask.sum(dim=1).tolist()
-        keep = [i for i, n in enumerate(lengths) if n > 0]
-        answers = [samples.tokens[i, : lengths[i]].tolist() for i in keep]
-        batch = [Example(chunk[i], (a,)) for i, a in zip(keep, answers)]
-        if not batch:
-            continue
-        with autocast(acc):
-            logp = answer_logprobs(policy, batch)[0].float()
-            with reference() as ref_model:
-                ref = answer_logprobs(ref_model, batch)[0].float()
-        total += (logp - ref).sum().item()
-        count += len(batch)
-    return total / max(count, 1)
+    policy.model.eval()
+
+    def logprobs(module):
+        def score(p: list[list[int]], a: list[list[int]]) -> Tensor:
+            with autocast(acc):
+                return answer_logprobs(module, [Example(x, (y,)) for x, y in zip(p, a)])[0]
+
+        return score
+
+    def reference_logprobs(p: list[list[int]], a: list[list[int]]) -> Tensor:
+        with reference() as ref_model:
+            return logprobs(ref_model)(p, a)
+
+    return sampled_kl(
+        policy.model,
+        logprobs(policy),
+        reference_logprobs,
+        prompts,
+        pad_id=tokenizer.pad_token_id,
+        eos_id=tokenizer.eos_token_id,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.eval_batch_size,
+        seed=cfg.seed,
+        dtype=compute_dtype(acc.mixed_precision),
+    )
 
 
 def train(cfg: DPOConfig) -> dict[str, Any]:
@@ -373,6 +389,8 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
     model.train()
     micro = cfg.batch_size // world // cfg.grad_accum
     window: dict[str, float] = {}
+    tail: dict[str, float] = {}  # the statistics of the last tenth of the steps (this process's), for the summary
+    tail_from = total_steps - max(1, total_steps // 10)
     window_start, train_start, loss = time.perf_counter(), time.perf_counter(), float("nan")
     bar = "kto" if cfg.loss == "kto" else "dpo"
     with progress_bar(bar, total=total_steps, completed=start_step, enabled=main) as advance:
@@ -390,6 +408,8 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
                     acc.backward(losses.sum() * world / cfg.batch_size)
                 loss_sum += losses.detach().sum()
                 _add(window, stats)
+                if step >= tail_from:
+                    _add(tail, stats)
             grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
             optimizer.step()
             scheduler.step()
@@ -439,8 +459,9 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
     if main:
         if eval_set:
             summary.update(evaluate(unwrapped, eval_set, eval_refs, cfg, acc=acc))
-        on_train = evaluate(unwrapped, train_set, train_refs, cfg, acc=acc)
-        summary.update({"train_" + k.removeprefix("eval_"): v for k, v in on_train.items() if k != "eval_loss"})
+        # training-set metrics from the batches of the last tenth of the steps, as each step saw them before its
+        # update (no extra pass over the training set)
+        summary.update(summarize(tail, cfg, prefix="train_"))
         change = summary.get("eval_chosen_logp_change", summary.get("train_chosen_logp_change"))
         if change is not None and change < 0:
             acc.print(
@@ -449,7 +470,9 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
             )
         if eval_set and cfg.kl_prompts:
             if cfg.lora.r > 0:
-                summary["eval_kl"] = held_out_kl(unwrapped, reference, eval_set, tokenizer, cfg, acc=acc)
+                # the unwrapped module: on the main process alone, the DDP wrapper's forward would wait for the others
+                base = lambda: adapters_off(policy, unwrapped)  # noqa: E731
+                summary["eval_kl"] = held_out_kl(unwrapped, base, eval_set, tokenizer, cfg, acc=acc)
             else:  # the reference weights are no longer in memory: load them again, now that training is over
                 ref = load_causal_lm(cfg.model, dtype="float32", device=str(acc.device)).eval()
                 disable_dropout(ref)

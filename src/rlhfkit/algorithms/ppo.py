@@ -196,7 +196,8 @@ def policy_loss(
     stats = {"pg_loss": pg_loss, "clipfrac": clipfrac, "approx_kl": approx_kl, "entropy": entropy}
     loss = pg_loss
     if cfg.advantage == "grpo":
-        kl = masked_mean(kl_estimate(new_logprobs, rollout.ref_logprobs[idx], kind="k3"), mask)
+        # masked first: after EOS the reference logprob is 0 and k3 of a very unlikely pad token would be inf
+        kl = masked_mean(kl_estimate(new_logprobs * mask, rollout.ref_logprobs[idx], kind="k3"), mask)
         loss = pg_loss + kl_coef * kl
         stats["kl_loss"] = kl
     return loss, stats

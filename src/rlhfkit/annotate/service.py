@@ -37,6 +37,8 @@ from rlhfkit.annotate.store import (
     User,
     utcnow,
 )
+from rlhfkit.data.convert import to_ratings
+from rlhfkit.data.schema import Comparison, Ranking, Rating
 
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not a password")
@@ -558,6 +560,14 @@ def export(db: Session, project: Project | None, fmt: str, *, exclude_flagged: b
             if ann.payload.get("all_bad"):
                 row["not_rankable"] = True
             rows.append(row)
+        elif fmt == "ratings" and ann.kind in ("compare", "rank"):  # thumbs up / down for KTO
+            if ann.kind == "rank" and ann.payload.get("all_bad"):
+                ratings = [Rating(prompt, r, "bad") for r in responses]
+            elif ann.kind == "rank":
+                ratings = to_ratings([Ranking(prompt, responses, ann.payload["ranks"])])[0]
+            else:
+                ratings = to_ratings([Comparison(prompt, responses[0], responses[1], ann.payload["label"])])[0]
+            rows += [{**r.to_dict(), **extra} for r in ratings]
         elif fmt == "pairs" and ann.kind in ("compare", "rank"):
             if ann.kind == "compare":
                 label = ann.payload["label"]
@@ -601,5 +611,5 @@ def project_stats(db: Session, project: Project) -> dict[str, Any]:
     return agreement_report(units)
 
 
-EXPORT_FORMATS = ("sft", "pairs", "comparisons", "rankings")
+EXPORT_FORMATS = ("sft", "pairs", "comparisons", "rankings", "ratings")
 assert set(KINDS) == {"gold", "compare", "rank"}

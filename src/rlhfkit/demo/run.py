@@ -104,24 +104,31 @@ def run_demo(out: Path, *, model: str | None = None, overrides: list[str] | None
         "annotators[/] (not people) that follow a hidden rubric with noise and disagreement."
     )
     summary = run_pipeline(cfg, hooks=demo_hooks(cfg), log=console.print)
+    methods = summary.get("methods", ["ppo"])
     table = Table(title="Held-out questions (never trained on)")
     table.add_column("measure")
-    table.add_column("SFT", justify="right")
-    table.add_column("PPO", justify="right")
+    for name in ("sft", *methods):
+        table.add_column(name.upper() if name in ("sft", "ppo", "grpo", "rloo", "dpo") else name, justify="right")
+
+    def cell(key: str) -> str:
+        v = summary.get(key)
+        return "" if v is None else f"{v:.3f}"
+
     for label, key in (
-        ("fact accuracy", "fact_accuracy"),
-        ("courteous answers", "courteous"),
-        ("token F1 vs gold", "token_f1"),
-        ("reward-model score", "rm_score"),
+        ("win rate vs SFT (gold judge)", "win_rate_{}_vs_sft"),
+        ("fact accuracy", "fact_accuracy_{}"),
+        ("courteous answers", "courteous_{}"),
+        ("token F1 vs gold", "token_f1_{}"),
+        ("reward-model score", "rm_score_{}"),
+        ("KL to SFT (nats)", "kl_to_sft_{}"),
+        ("seconds", "seconds_{}"),
     ):
-        if f"{key}_sft" in summary:
-            table.add_row(label, f"{summary[f'{key}_sft']:.3f}", f"{summary[f'{key}_ppo']:.3f}")
+        if any(key.format(m) in summary for m in methods):
+            table.add_row(label, *(cell(key.format(m)) for m in ("sft", *methods)))
     console.print(table)
     console.print(
-        f"gold judge win rate, PPO vs SFT: [bold]{summary.get('win_rate_ppo_vs_sft', float('nan')):.3f}[/]"
-        f"   reward-model accuracy: {summary.get('rm_eval_accuracy', float('nan')):.3f}"
-        f"   final KL: {summary.get('ppo_kl_last_tenth', float('nan')):.2f}"
-        f"   {summary.get('wall_seconds', 0):.0f}s"
+        f"reward-model accuracy: {summary.get('rm_eval_accuracy', float('nan')):.3f}"
+        f"   {summary.get('wall_seconds', 0):.0f}s in all"
     )
     console.print(
         f"report: {out / 'report.html'}   summary: {out / 'summary.json'}   answers: {out / 'eval_samples.jsonl'}"

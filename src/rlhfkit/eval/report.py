@@ -79,14 +79,66 @@ def figures(out: Path) -> list[tuple[str, str]]:
             )
             axes[0].tick_params(axis="x", labelsize=8)
         if scores:
-            axes[1].hist(scores["sft"], bins=15, alpha=0.6, label="SFT answers")
-            axes[1].hist(scores["ppo"], bins=15, alpha=0.6, label="PPO answers")
+            for name, values in scores.items():
+                axes[1].hist(values, bins=15, alpha=0.5, label=f"{name} answers")
             axes[1].set(title="Reward-model scores, held-out questions", xlabel="score", ylabel="answers")
             axes[1].legend(fontsize=8)
         fig.tight_layout()
         figs.append(("Reward model", _png(fig)))
         plt.close(fig)
+    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
+    methods = summary.get("methods", [])
+    if methods and any(f"win_rate_{m}_vs_sft" in summary for m in methods):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+        rates = [summary.get(f"win_rate_{m}_vs_sft", 0.0) for m in methods]
+        low = [r - summary.get(f"win_rate_{m}_vs_sft_ci95", [r, r])[0] for m, r in zip(methods, rates)]
+        high = [summary.get(f"win_rate_{m}_vs_sft_ci95", [r, r])[1] - r for m, r in zip(methods, rates)]
+        axes[0].bar(methods, rates, yerr=[low, high], capsize=4, color="#2ca02c")
+        axes[0].axhline(0.5, color="grey", lw=0.8, ls=":")
+        axes[0].set(ylim=(0, 1.05), title="Win rate vs SFT, held-out (95% interval)", ylabel="win rate")
+        kls = [summary.get(f"kl_to_sft_{m}") or 0.0 for m in methods]
+        axes[1].scatter(kls, rates, color="#1f77b4")
+        for m, x, y in zip(methods, kls, rates):
+            axes[1].annotate(m, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        axes[1].set(title="What each method paid in KL for its wins", xlabel="KL to SFT (nats)", ylabel="win rate")
+        fig.tight_layout()
+        figs.append(("Methods side by side", _png(fig)))
+        plt.close(fig)
     return figs
+
+
+def method_table(summary: dict) -> str:
+    """One row per method: win rate vs SFT (95% interval), the judge's properties, reward-model score, token F1,
+    KL to SFT, wall time. All names and numbers are escaped."""
+    e = html.escape
+    methods = summary.get("methods", [])
+    if not methods:
+        return ""
+    props = sorted(
+        {
+            k.removesuffix("_sft")
+            for k in summary
+            if k.endswith("_sft") and f"{k.removesuffix('_sft')}_{methods[0]}" in summary
+        }
+        - {"rm_score", "token_f1", "exact_match", "rouge_l"}
+    )
+    head = ["method", "win rate vs SFT", *props, "reward-model score", "token F1", "KL to SFT", "seconds"]
+
+    def num(v, fmt="{:.3f}") -> str:
+        return "" if v is None else fmt.format(v) if isinstance(v, (int, float)) else str(v)
+
+    rows = ["<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"]
+    for name in ["sft", *methods]:
+        ci = summary.get(f"win_rate_{name}_vs_sft_ci95")
+        win = "" if name == "sft" else num(summary.get(f"win_rate_{name}_vs_sft"))
+        if ci:
+            win += f" ({ci[0]:.2f}-{ci[1]:.2f})"
+        cells = [name, win, *(num(summary.get(f"{p}_{name}")) for p in props)]
+        cells += [num(summary.get(f"rm_score_{name}")), num(summary.get(f"token_f1_{name}"))]
+        cells += [num(summary.get(f"kl_to_sft_{name}")), num(summary.get(f"seconds_{name}"), "{:.0f}")]
+        rows.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
+    rows.append("</table>")
+    return "\n".join(rows)
 
 
 STYLE = """
@@ -131,19 +183,29 @@ def write_report(out: Path) -> Path:
             shown = f"{v:.0f}" if key == "wall_seconds" else f"{v:.3f}" if isinstance(v, float) else str(v)
             parts.append(f"<div class='card'><b>{e(shown)}</b><span>{e(label)}</span></div>")
     parts.append("</div>")
+    if summary.get("methods"):
+        parts += ["<h2>Methods on held-out questions</h2>", method_table(summary)]
     for title, png in figures(out):
         parts += [f"<h2>{e(title)}</h2>", f"<img alt='{e(title)}' src='data:image/png;base64,{png}'>"]
+    methods = summary.get("methods") or ["ppo"]
+    shown = "ppo" if "ppo" in methods else methods[0]  # the method whose answers and verdicts the table shows
     if samples:
         parts += [
             "<h2>Held-out answers</h2>",
-            "<table><tr><th>question</th><th>gold answer</th><th>SFT</th><th>PPO</th><th>judge</th></tr>",
+            "<table><tr><th>question</th><th>gold answer</th><th>SFT</th>"
+            f"<th>{e(shown.upper())}</th><th>judge</th></tr>",
         ]
-        label = {"a": ("PPO better", "win"), "b": ("SFT better", "loss"), "tie": ("tie", "tie"), None: ("", "tie")}
+        label = {
+            "a": (f"{shown.upper()} better", "win"),
+            "b": ("SFT better", "loss"),
+            "tie": ("tie", "tie"),
+            None: ("", "tie"),
+        }
         for s in samples:
             text, cls = label[s.get("judge")]
             parts.append(
                 f"<tr><td>{e(str(s['question']))}</td><td>{e(s['gold_answer'])}</td>"
-                f"<td>{e(s['sft_answer'])}</td><td>{e(s['ppo_answer'])}</td>"
+                f"<td>{e(s['sft_answer'])}</td><td>{e(s[f'{shown}_answer'])}</td>"
                 f"<td class='v {cls}'>{e(text)}</td></tr>"
             )
         parts.append("</table>")

@@ -29,9 +29,11 @@ def generate_answers(
     dtype: torch.dtype | None = None,
     sampler: str = "rlhfkit",
     on_batch: Callable[[int], None] | None = None,
+    finished: list[list[bool]] | None = None,
 ) -> list[list[str]]:
     """`num_samples` answers per prompt, decoded without special tokens. Prompts run in batches of `batch_size`
-    sequences (a prompt's samples side by side), left-padded; `dtype` is the compute dtype (None: the weights')."""
+    sequences (a prompt's samples side by side), left-padded; `dtype` is the compute dtype (None: the weights').
+    `finished`, if given, receives per prompt whether each answer ended with EOS (False: cut at max_new_tokens)."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if sampler not in ("rlhfkit", "hf"):
@@ -59,9 +61,12 @@ def generate_answers(
             dtype=dtype,
         )
         texts = tokenizer.batch_decode(samples.tokens, skip_special_tokens=True)
+        ended = (samples.tokens == tokenizer.eos_token_id).any(dim=1).tolist()
         for i in range(len(chunk)):
-            answers = texts[i * runs : (i + 1) * runs]
+            answers, done = texts[i * runs : (i + 1) * runs], ended[i * runs : (i + 1) * runs]
             out.append(answers * num_samples if runs == 1 else answers)
+            if finished is not None:
+                finished.append(done * num_samples if runs == 1 else done)
         if on_batch is not None:
             on_batch(len(chunk))
     return out

@@ -102,7 +102,7 @@ def api_export(
     project_id: Id,
     admin: AdminUser,
     s: DB,
-    format: Literal["sft", "pairs", "comparisons", "rankings"] = Query(...),
+    format: Literal["sft", "pairs", "comparisons", "rankings", "ratings"] = Query(...),
     exclude_flagged: bool = Query(False, description="leave out judgements flagged unsafe, private_data or incorrect"),
 ) -> list[dict[str, Any]]:
     return service.export(s, service.get_project(s, project_id), format, exclude_flagged=exclude_flagged)
