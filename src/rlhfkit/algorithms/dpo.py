@@ -37,7 +37,14 @@ from rlhfkit.data.preferences import Judgement, build_items, response_text
 from rlhfkit.data.schema import Rating
 from rlhfkit.eval.kl import sampled_kl
 from rlhfkit.losses import dpo_loss, ipo_loss, kto_loss, robust_dpo_loss, tie_dpo_loss
-from rlhfkit.models.load import adapters_off, disable_dropout, load_causal_lm, load_tokenizer, save_model
+from rlhfkit.models.load import (
+    adapters_off,
+    checkpoint_activations,
+    disable_dropout,
+    load_causal_lm,
+    load_tokenizer,
+    save_model,
+)
 from rlhfkit.models.logprobs import AnswerLogprobs
 from rlhfkit.runtime.checkpoint import latest_checkpoint, resume_state, save_checkpoint
 from rlhfkit.runtime.dist import all_reduce_sum, autocast, compute_dtype, make_accelerator, precision
@@ -358,6 +365,7 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
 
     # fp32 master weights; the prepared module's forward runs under the accelerator's autocast
     policy = load_causal_lm(cfg.model, dtype="float32", device=str(acc.device), lora=cfg.lora)
+    checkpoint_activations(policy, cfg.gradient_checkpointing)
     disable_dropout(policy)
     model = AnswerLogprobs(policy, pad_id=tokenizer.pad_token_id, shared_prefix=cfg.shared_prefix)
     optimizer = adamw(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)

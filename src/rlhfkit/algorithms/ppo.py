@@ -47,7 +47,14 @@ from rlhfkit.data.io import read_records
 from rlhfkit.data.prompts import encode_prompt
 from rlhfkit.eval.diagnostics import Diagnostics
 from rlhfkit.losses import ppo_clip_loss, value_clip_loss
-from rlhfkit.models.load import adapters_off, disable_dropout, load_causal_lm, load_tokenizer, save_model
+from rlhfkit.models.load import (
+    adapters_off,
+    checkpoint_activations,
+    disable_dropout,
+    load_causal_lm,
+    load_tokenizer,
+    save_model,
+)
 from rlhfkit.models.reward import (
     Responses,
     RewardFunction,
@@ -335,7 +342,9 @@ def setup_models(cfg: PPOConfig, acc, tokenizer) -> Models:
     critic have their own AdamW and gradient clipping: given a rollout their updates are independent, so on a CPU
     they can run side by side. The critic-free advantages load no critic."""
     device = str(acc.device)
-    policy = load_causal_lm(cfg.policy, dtype="float32", device=device, lora=cfg.lora)
+    policy = checkpoint_activations(
+        load_causal_lm(cfg.policy, dtype="float32", device=device, lora=cfg.lora), cfg.gradient_checkpointing
+    )
     reference = None
     if cfg.lora.r == 0:
         reference = load_causal_lm(cfg.policy, dtype="float32", device=device).eval().requires_grad_(False)
@@ -357,6 +366,7 @@ def setup_models(cfg: PPOConfig, acc, tokenizer) -> Models:
             zero_head=critic_src == cfg.policy,
             score_stats=reward_stats if critic_src == cfg.reward_model else None,
             lora=cfg.lora,
+            gradient_checkpointing=cfg.gradient_checkpointing,
         )
         disable_dropout(critic)
         optimizers.append(adamw(critic, learning_rate=cfg.critic_lr, weight_decay=0.0, eps=1e-5))

@@ -23,7 +23,7 @@ from rlhfkit.data.io import read_records
 from rlhfkit.data.preferences import PreferenceItem, build_items, response_text
 from rlhfkit.eval.reward import preference_metrics
 from rlhfkit.losses import plackett_luce, reward_centering, soft_bradley_terry, tie_aware_loss
-from rlhfkit.models.load import load_tokenizer, save_model
+from rlhfkit.models.load import checkpoint_activations, load_tokenizer, save_model
 from rlhfkit.models.reward import PromptResponseScorer, load_reward_model, write_stats
 from rlhfkit.runtime.checkpoint import latest_checkpoint, resume_state, save_checkpoint
 from rlhfkit.runtime.dist import all_reduce_sum, make_accelerator, precision
@@ -197,6 +197,7 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
 
     # fp32 master weights; the prepared scorer's forward runs under the accelerator's autocast
     model = load_reward_model(cfg.model, tokenizer=tokenizer, dtype="float32", device=str(acc.device), lora=cfg.lora)
+    checkpoint_activations(model, cfg.gradient_checkpointing)
     model = PromptResponseScorer(model, pad_id=pad_id, shared_prefix=cfg.shared_prefix)
     optimizer = adamw(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)

@@ -21,7 +21,7 @@ from rlhfkit.data.io import read_records
 from rlhfkit.eval.gold import gold_metrics
 from rlhfkit.losses import IGNORE_INDEX, sft_nll
 from rlhfkit.models.generate import greedy_answers
-from rlhfkit.models.load import load_causal_lm, load_tokenizer, save_model
+from rlhfkit.models.load import checkpoint_activations, load_causal_lm, load_tokenizer, save_model
 from rlhfkit.runtime.checkpoint import latest_checkpoint, resume_state, save_checkpoint
 from rlhfkit.runtime.dist import all_reduce_sum, compute_dtype, make_accelerator, precision
 from rlhfkit.runtime.files import write_jsonl
@@ -97,6 +97,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
 
     # fp32 master weights; the prepared model's forward runs under the accelerator's autocast
     model = load_causal_lm(cfg.model, dtype="float32", device=str(acc.device), lora=cfg.lora)
+    checkpoint_activations(model, cfg.gradient_checkpointing)
     optimizer = adamw(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
     model, optimizer = acc.prepare(model, optimizer)

@@ -93,6 +93,15 @@ def disable_dropout(model) -> None:
                 setattr(config, name, 0.0)
 
 
+def checkpoint_activations(model, enabled: bool = True):
+    """Gradient (activation) checkpointing on a transformers model, peft-wrapped or not; returns the model. Active in
+    training mode only, so scoring passes in eval mode are unaffected."""
+    if enabled:
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
 def apply_lora(model, lora: Any, *, task_type: str):
     """Wrap `model` in peft LoRA adapters when `lora.r > 0` (task_type "CAUSAL_LM" or "SEQ_CLS"); else return it."""
     if lora is None or lora.r <= 0:

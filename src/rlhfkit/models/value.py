@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlhfkit.models.load import apply_lora, pick_device, pick_dtype
+from rlhfkit.models.load import apply_lora, checkpoint_activations, pick_device, pick_dtype
 from rlhfkit.models.reward import backbone_and_head
 
 
@@ -34,6 +34,7 @@ def load_value_model(
     zero_head: bool = False,
     score_stats: dict[str, float] | None = None,
     lora: Any = None,
+    gradient_checkpointing: bool = False,
 ) -> ValueModel:
     """From a reward-model directory (its backbone and head: the usual start) or a causal LM (a fresh head).
 
@@ -55,6 +56,7 @@ def load_value_model(
         logging.set_verbosity(verbosity)
     seq_cls.config.pad_token_id = pad_token_id
     backbone, source = backbone_and_head(seq_cls)
+    checkpoint_activations(backbone, gradient_checkpointing)
     head = nn.Linear(source.in_features, 1, bias=True, dtype=source.weight.dtype)  # a bias to fold the mean into
     with torch.no_grad():
         if zero_head:
