@@ -19,7 +19,6 @@ another prompt (the next rating's), whose log-ratio under the policy, averaged o
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -47,10 +46,10 @@ from rlhfkit.models.load import (
 )
 from rlhfkit.models.logprobs import AnswerLogprobs
 from rlhfkit.runtime.checkpoint import latest_checkpoint, resume_state, save_checkpoint
-from rlhfkit.runtime.dist import all_reduce_sum, autocast, compute_dtype, make_accelerator, precision
+from rlhfkit.runtime.dist import all_reduce_sum, autocast, compute_dtype, precision
 from rlhfkit.runtime.metrics import MetricsLog, check_finite
 from rlhfkit.runtime.progress import progress_bar
-from rlhfkit.runtime.training import adamw, step_indices
+from rlhfkit.runtime.training import adamw, optimizer_step, plan_steps, start_training, step_indices
 
 PREFERENCE_FORMATS = ("pairs", "hh", "comparisons", "rankings")
 
@@ -138,11 +137,15 @@ def answer_logprobs(model, examples: list[Example]) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def reference_logprobs(model, examples: list[Example], *, batch_size: int, what: str, enabled: bool) -> list[Tensor]:
-    """The answers' summed logprobs of each example under `model` (the reference), computed once."""
+def reference_logprobs(
+    model, examples: list[Example], *, batch_size: int, what: str, enabled: bool, only: set[int] | None = None
+) -> list[Tensor]:
+    """The answers' summed logprobs of each example under `model` (the reference), computed once; with `only`,
+    for those examples alone (the others stay empty)."""
     model.eval()
     out: list[Tensor] = [torch.empty(0)] * len(examples)
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
+    chosen = range(len(examples)) if only is None else only
+    order = sorted(chosen, key=lambda i: len(examples[i]))
     with progress_bar(f"reference logprobs ({what})", total=len(order), enabled=enabled) as advance:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
@@ -343,25 +346,15 @@ def held_out_kl(policy, reference, examples: list[Example], tokenizer, cfg: DPOC
 
 def train(cfg: DPOConfig) -> dict[str, Any]:
     # --- setup ---
-    cfg.validate()
-    acc = make_accelerator(device=cfg.device, mixed_precision=cfg.mixed_precision)
+    acc = start_training(cfg)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
-    if cfg.batch_size % (world * cfg.grad_accum):
-        raise ConfigError(
-            f"batch_size ({cfg.batch_size}) must be a multiple of processes x grad_accum ({world} x {cfg.grad_accum})"
-        )
-    from accelerate.utils import set_seed
     from transformers import get_cosine_schedule_with_warmup
 
-    set_seed(cfg.seed)
     out = Path(cfg.output_dir)
     tokenizer = load_tokenizer(cfg.model)
     train_set, skipped, truncated = load_examples(cfg.train_file, tokenizer, cfg)
     eval_set = load_examples(cfg.eval_file, tokenizer, cfg)[0] if cfg.eval_file else []
-    steps_per_epoch = len(train_set) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(f"batch_size ({cfg.batch_size}) is larger than the training set ({len(train_set)} items)")
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * steps_per_epoch)
+    steps_per_epoch, total_steps = plan_steps(cfg, len(train_set))
 
     # fp32 master weights; the prepared module's forward runs under the accelerator's autocast
     policy = load_causal_lm(cfg.model, dtype="float32", device=str(acc.device), lora=cfg.lora)
@@ -380,7 +373,10 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
     # reference logprobs, once, before any step (and before a checkpoint's weights are loaded)
     with reference() as ref_model:
         kw = dict(batch_size=cfg.eval_batch_size, enabled=main)
-        train_refs = reference_logprobs(ref_model, train_set, what="train", **kw)
+        # only the examples this process's steps will use: a run shorter than an epoch needs fewer
+        order = dict(n=len(train_set), batch_size=cfg.batch_size, seed=cfg.seed)
+        used = {i for s in range(total_steps) for i in step_indices(s, **order)[rank::world]}
+        train_refs = reference_logprobs(ref_model, train_set, what="train", only=used, **kw)
         eval_refs = reference_logprobs(ref_model, eval_set, what="eval", **kw) if eval_set else []
 
     start_step, checkpoint = resume_state(acc, out, resume=cfg.resume, total=total_steps, unit="step")
@@ -403,7 +399,7 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
     bar = "kto" if cfg.loss == "kto" else "dpo"
     with progress_bar(bar, total=total_steps, completed=start_step, enabled=main) as advance:
         for step in range(start_step, total_steps):
-            indices = step_indices(step, n=len(train_set), batch_size=cfg.batch_size, seed=cfg.seed)
+            indices = step_indices(step, **order)
             mine = sorted(indices[rank::world], key=lambda i: len(train_set[i]))
             loss_sum = torch.zeros((), device=acc.device)
             for j in range(cfg.grad_accum):
@@ -418,10 +414,7 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
                 _add(window, stats)
                 if step >= tail_from:
                     _add(tail, stats)
-            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = optimizer_step(acc, model, optimizer, scheduler, max_grad_norm=cfg.max_grad_norm)
 
             loss = (all_reduce_sum(acc, loss_sum) / cfg.batch_size).item()
             check_finite(

@@ -8,7 +8,6 @@ of item losses over the number of items of the whole step, so accumulation and p
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 
 import torch
 
-from rlhfkit.config import ConfigError, RewardConfig, save_config
+from rlhfkit.config import RewardConfig, save_config
 from rlhfkit.data.collate import encode_prompt_answer
 from rlhfkit.data.io import read_records
 from rlhfkit.data.preferences import PreferenceItem, build_items, response_text
@@ -26,10 +25,10 @@ from rlhfkit.losses import plackett_luce, reward_centering, soft_bradley_terry, 
 from rlhfkit.models.load import checkpoint_activations, load_tokenizer, save_model
 from rlhfkit.models.reward import PromptResponseScorer, load_reward_model, write_stats
 from rlhfkit.runtime.checkpoint import latest_checkpoint, resume_state, save_checkpoint
-from rlhfkit.runtime.dist import all_reduce_sum, make_accelerator, precision
+from rlhfkit.runtime.dist import all_reduce_sum, precision
 from rlhfkit.runtime.metrics import MetricsLog, check_finite
 from rlhfkit.runtime.progress import progress_bar
-from rlhfkit.runtime.training import adamw, step_indices
+from rlhfkit.runtime.training import adamw, optimizer_step, plan_steps, start_training, step_indices
 
 PREFERENCE_FORMATS = ("pairs", "hh", "comparisons", "rankings")
 
@@ -174,26 +173,16 @@ def ignored_margins(items: list[TokenizedItem], cfg: RewardConfig) -> str | None
 
 def train(cfg: RewardConfig) -> dict[str, Any]:
     # --- setup ---
-    cfg.validate()
-    acc = make_accelerator(device=cfg.device, mixed_precision=cfg.mixed_precision)
+    acc = start_training(cfg)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
-    if cfg.batch_size % (world * cfg.grad_accum):
-        raise ConfigError(
-            f"batch_size ({cfg.batch_size}) must be a multiple of processes x grad_accum ({world} x {cfg.grad_accum})"
-        )
-    from accelerate.utils import set_seed
     from transformers import get_cosine_schedule_with_warmup
 
-    set_seed(cfg.seed)
     out = Path(cfg.output_dir)
     tokenizer = load_tokenizer(cfg.model)
     pad_id = tokenizer.pad_token_id
     train_set, skipped, truncated = load_items(cfg.train_file, tokenizer, cfg)
     eval_set = load_items(cfg.eval_file, tokenizer, cfg)[0] if cfg.eval_file else []
-    steps_per_epoch = len(train_set) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(f"batch_size ({cfg.batch_size}) is larger than the training set ({len(train_set)} items)")
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * steps_per_epoch)
+    steps_per_epoch, total_steps = plan_steps(cfg, len(train_set))
 
     # fp32 master weights; the prepared scorer's forward runs under the accelerator's autocast
     model = load_reward_model(cfg.model, tokenizer=tokenizer, dtype="float32", device=str(acc.device), lora=cfg.lora)
@@ -236,10 +225,7 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
                     acc.backward(losses.sum() * world / cfg.batch_size)
                 loss_sum += losses.detach().sum()
                 window["pairs"] += sum(len(t.item.judgements) for t in chunk)
-            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = optimizer_step(acc, model, optimizer, scheduler, max_grad_norm=cfg.max_grad_norm)
 
             loss = (all_reduce_sum(acc, loss_sum) / cfg.batch_size).item()
             check_finite(

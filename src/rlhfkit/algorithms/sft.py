@@ -7,7 +7,6 @@ summed completion-token NLL divided by the completion tokens of the whole step, 
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import torch
 
-from rlhfkit.config import ConfigError, SFTConfig, save_config
+from rlhfkit.config import SFTConfig, save_config
 from rlhfkit.data.collate import SFTExample, collate_packed, collate_padded, tokenize_sft
 from rlhfkit.data.io import read_records
 from rlhfkit.eval.gold import gold_metrics
@@ -23,11 +22,11 @@ from rlhfkit.losses import IGNORE_INDEX, sft_nll
 from rlhfkit.models.generate import greedy_answers
 from rlhfkit.models.load import checkpoint_activations, load_causal_lm, load_tokenizer, save_model
 from rlhfkit.runtime.checkpoint import latest_checkpoint, resume_state, save_checkpoint
-from rlhfkit.runtime.dist import all_reduce_sum, compute_dtype, make_accelerator, precision
+from rlhfkit.runtime.dist import all_reduce_sum, compute_dtype, precision
 from rlhfkit.runtime.files import write_jsonl
 from rlhfkit.runtime.metrics import MetricsLog, check_finite
 from rlhfkit.runtime.progress import progress_bar
-from rlhfkit.runtime.training import adamw, step_indices
+from rlhfkit.runtime.training import adamw, optimizer_step, plan_steps, start_training, step_indices
 
 SFT_FORMATS = ("sft", "messages")
 
@@ -70,17 +69,10 @@ def eval_loss(model, examples: list[SFTExample], accelerator, *, cfg: SFTConfig,
 
 def train(cfg: SFTConfig) -> dict[str, Any]:
     # --- setup ---
-    cfg.validate()
-    acc = make_accelerator(device=cfg.device, mixed_precision=cfg.mixed_precision)
+    acc = start_training(cfg)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
-    if cfg.batch_size % (world * cfg.grad_accum):
-        raise ConfigError(
-            f"batch_size ({cfg.batch_size}) must be a multiple of processes x grad_accum ({world} x {cfg.grad_accum})"
-        )
-    from accelerate.utils import set_seed
     from transformers import get_cosine_schedule_with_warmup
 
-    set_seed(cfg.seed)
     out = Path(cfg.output_dir)
     tokenizer = load_tokenizer(cfg.model)
     pad_id = tokenizer.pad_token_id
@@ -90,10 +82,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
     )
     eval_records = read_records(cfg.eval_file, expect=SFT_FORMATS).records if cfg.eval_file else []
     eval_set, _ = tokenize_sft(eval_records, tokenizer, max_length=cfg.max_length, template=cfg.prompt_template)
-    steps_per_epoch = len(train_set) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(f"batch_size ({cfg.batch_size}) is larger than the training set ({len(train_set)} examples)")
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * steps_per_epoch)
+    steps_per_epoch, total_steps = plan_steps(cfg, len(train_set))
 
     # fp32 master weights; the prepared model's forward runs under the accelerator's autocast
     model = load_causal_lm(cfg.model, dtype="float32", device=str(acc.device), lora=cfg.lora)
@@ -137,10 +126,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
                     # DDP averages gradients over processes; scaling by `world` turns that into the global sum.
                     acc.backward(nll * world / n_targets)
                 nll_sum += nll.detach()
-            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = optimizer_step(acc, model, optimizer, scheduler, max_grad_norm=cfg.max_grad_norm)
 
             loss = (all_reduce_sum(acc, nll_sum) / n_targets).item()
             check_finite(

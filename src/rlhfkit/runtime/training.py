@@ -1,8 +1,39 @@
-"""Pieces every training loop uses: data order, optimizer."""
+"""Pieces every training loop uses: the run's start, step count, data order, optimizer."""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
+
+from rlhfkit.config import ConfigError
+
+
+def start_training(cfg: Any):
+    """Checks the settings, makes the accelerator, checks that each step's batch splits over the processes and the
+    accumulation micro-steps, and seeds every generator; returns the accelerator."""
+    from accelerate.utils import set_seed
+
+    from rlhfkit.runtime.dist import make_accelerator
+
+    cfg.validate()
+    acc = make_accelerator(device=cfg.device, mixed_precision=cfg.mixed_precision)
+    world = acc.num_processes
+    if cfg.batch_size % (world * cfg.grad_accum):
+        raise ConfigError(
+            f"batch_size ({cfg.batch_size}) must be a multiple of processes x grad_accum ({world} x {cfg.grad_accum})"
+        )
+    set_seed(cfg.seed)
+    return acc
+
+
+def plan_steps(cfg: Any, n_items: int) -> tuple[int, int]:
+    """(steps per epoch, optimizer steps to run): max_steps, or epochs over the training set."""
+    steps_per_epoch = n_items // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"batch_size ({cfg.batch_size}) is larger than the training set ({n_items} items)")
+    return steps_per_epoch, cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * steps_per_epoch)
 
 
 def step_indices(step: int, *, n: int, batch_size: int, seed: int) -> list[int]:
@@ -25,3 +56,14 @@ def adamw(model, *, learning_rate: float, weight_decay: float, eps: float = 1e-8
     # The fused kernel updates all tensors in one pass (CPU and CUDA); it needs floating-point parameters.
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in decay + no_decay)
     return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=eps, fused=fused)
+
+
+def optimizer_step(acc, model, optimizer, scheduler, *, max_grad_norm: float) -> torch.Tensor | None:
+    """Clip the gradient norm (0: no clipping), step the optimizer and the schedule, clear the gradients; returns
+    the norm before clipping (None without clipping), as a tensor: reading it waits for the device, so callers
+    read it only when they log."""
+    grad_norm = acc.clip_grad_norm_(model.parameters(), max_grad_norm) if max_grad_norm > 0 else None
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
