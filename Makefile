@@ -52,7 +52,9 @@ bench: $(VENV)/.bench
 	$(BIN)/python bench/reward.py
 	$(BIN)/python bench/reward.py --model minilm
 	$(BIN)/python bench/ppo.py
-	$(BIN)/python bench/ppo.py --model smollm2
+	$(BIN)/python bench/ppo.py --model smollm2 --low-memory
+	$(BIN)/python bench/dpo.py
+	$(BIN)/python bench/dpo.py --model smollm2
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
