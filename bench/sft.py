@@ -7,7 +7,8 @@ usage: python bench/sft.py [--model tiny|smollm2] [--steps N] [--batch N] [--hid
   bf16 autocast, with the loss each reaches.
 Tokens are real tokens (padding not counted). FLOPs: 6 per matmul parameter and token for full fine-tuning (forward
 and backward), 4 for LoRA (frozen weights need no weight gradients; the adapters' own FLOPs are under 2% and not
-counted), plus causal attention; the peak is the best 2048^3 matmul in the run's compute dtype.
+counted), plus causal attention; the peak is the best 2048^3 matmul as the run computes it (fp32, or fp32
+tensors under bf16 autocast).
 """
 
 from __future__ import annotations
