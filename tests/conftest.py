@@ -39,9 +39,22 @@ def losses(out: Path) -> list[float]:
 def torchrun(*cli_args: str, port: int) -> None:
     """`rlhf CLI_ARGS` under torchrun with two processes of one thread each; fails the test with their output."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(x for x in (str(ROOT), os.environ.get("PYTHONPATH", "")) if x)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     proc = subprocess.run([*cmd, "-m", "rlhfkit.cli", *cli_args], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def assert_sharded_in_halves(one: Path, two: Path) -> None:
+    """`two` (an fsdp run on 2 processes) held about half of the parameters `one` (a 1-process run) held, in each
+    process: the shards' sizes from metrics.json, which also reports each process's peak memory."""
+    held_one = json.loads((one / "metrics.json").read_text())["parameters_per_process"]
+    metrics = json.loads((two / "metrics.json").read_text())
+    held_two = metrics["parameters_per_process"]
+    assert len(held_one) == 1 and len(held_two) == 2 and metrics["distributed"] == "fsdp"
+    assert sum(held_two) == held_one[0]
+    assert all(0.4 * held_one[0] < n <= 0.6 * held_one[0] for n in held_two), (held_two, held_one)
+    assert all(g > 0 for g in metrics["peak_memory_gib_per_process"])
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

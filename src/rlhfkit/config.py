@@ -85,12 +85,20 @@ class RunSettings:
     activation memory for about a third more compute (same numbers)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """LoRA settings (lora.r=0: full fine-tuning)."""
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    """With several processes (torchrun): "ddp" keeps every weight, gradient and optimizer state on every process
+    (fastest while the model fits); "fsdp" shards them over the processes (FSDP2, each decoder layer gathered only
+    while it computes), for models that do not fit one device. One process: the same either way."""
 
     def validate(self) -> None:
         """Cross-field checks; types and allowed values were checked when the config was built."""
         for name in self.at_least_one:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.distributed == "fsdp" and self.mixed_precision == "fp16":
+            raise ConfigError(
+                "distributed=fsdp takes mixed_precision bf16 or fp32 (fp16 needs loss scaling over shards, not built)"
+            )
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rlhfkit.cli import app
-from tests.conftest import losses, torchrun
+from tests.conftest import assert_sharded_in_halves, losses, torchrun
 
 runner = CliRunner()
 
@@ -374,6 +374,45 @@ def test_reward_two_process_torchrun_equals_one_process(rm_setup, tmp_path):
     torchrun("reward", "train", f"output_dir={two}", *common, port=29534)
     assert json.loads((two / "metrics.json").read_text())["world_size"] == 2
     assert losses(two) == pytest.approx(losses(one), rel=0, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_reward_fsdp_on_two_processes_equals_one_process(rm_setup, tmp_path):
+    """Whole-sequence scoring on both sides (fsdp has no shared-prefix pass); evaluation mid-run and at the end on
+    the gathered copy.
+
+    lr 1e-4, not the 1e-3 of the DDP test: AdamW divides each update by the root of the gradient's second moment, so
+    a weight whose gradient is near zero at some step moves by up to ~lr on float rounding alone. Measured on this
+    data: one embedding row ends 1.5e-4 apart at lr 1e-3 between two *one-process* runs that differ only in
+    summation order (grad_accum 1 vs 2), 1.5e-5 at lr 1e-4, and every other weight 3e-5 / 3e-6. The tolerance stays
+    1e-4; the step size is what bounds the rounding there."""
+    import torch
+    from safetensors.torch import load_file
+
+    _, base, train, test, _ = rm_setup
+    common = [
+        f"model={base}",
+        f"train_file={train}",
+        f"eval_file={test}",
+        "eval_steps=3",
+        "max_steps=6",
+        "learning_rate=1e-4",
+        "batch_size=8",
+        "logging_steps=3",
+        "device=cpu",
+        "shared_prefix=false",
+    ]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert runner.invoke(app, ["reward", "train", f"output_dir={one}", *common]).exit_code == 0
+    torchrun("reward", "train", f"output_dir={two}", "distributed=fsdp", *common, port=29543)
+    assert losses(two) == pytest.approx(losses(one), rel=0, abs=1e-4)
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    assert m2["eval_accuracy"] == m1["eval_accuracy"] and m2["eval_loss"] == pytest.approx(m1["eval_loss"], abs=1e-4)
+    w1, w2 = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
+    assert w1.keys() == w2.keys()
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=1e-4, msg=k)
+    assert_sharded_in_halves(one, two)
 
 
 def test_encoder_reward_model_learns(rm_setup, tmp_path):

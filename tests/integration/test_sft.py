@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from rlhfkit.cli import app
-from tests.conftest import QA, losses, torchrun
+from tests.conftest import QA, assert_sharded_in_halves, losses, torchrun
 
 runner = CliRunner()
 FAST = ["max_steps=12", "learning_rate=3e-3", "batch_size=8", "logging_steps=1", "gold_metrics=false", "seed=3"]
@@ -154,6 +154,37 @@ def test_two_process_torchrun_equals_one_process(tiny_lm, qa_file, tmp_path):
     # Same data, same global batch, gradients summed over ranks: equal up to float summation order.
     assert losses(two) == pytest.approx(losses(one), rel=0, abs=1e-4)
     assert_same_weights(one, two, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def fsdp_runs(tiny_lm, qa_file, tmp_path_factory) -> tuple[Path, Path, list[str]]:
+    """One process (plain), and two processes with distributed=fsdp saving sharded checkpoints every 4 steps."""
+    root = tmp_path_factory.mktemp("fsdp")
+    common = [f"model={tiny_lm}", f"train_file={qa_file}", "grad_accum=2", "device=cpu", "save_steps=4", *FAST]
+    sft(f"output_dir={root / 'one'}", *common)
+    torchrun("sft", f"output_dir={root / 'two'}", "distributed=fsdp", *common, port=29541)
+    return root / "one", root / "two", common
+
+
+@pytest.mark.slow
+def test_fsdp_on_two_processes_equals_one_process_with_half_the_weights_each(fsdp_runs):
+    one, two, _ = fsdp_runs
+    assert losses(two) == pytest.approx(losses(one), rel=0, abs=1e-4)
+    assert_same_weights(one, two, atol=1e-4)
+    assert_sharded_in_halves(one, two)
+    assert (two / "checkpoints" / "step-8" / "sharded").is_dir()
+
+
+@pytest.mark.slow
+def test_fsdp_resumes_from_a_sharded_checkpoint_as_if_uninterrupted(fsdp_runs, tmp_path):
+    _, two, common = fsdp_runs
+    part = tmp_path / "part"
+    shutil.copytree(two / "checkpoints", part / "checkpoints")
+    shutil.rmtree(part / "checkpoints" / "step-8")
+    torchrun("sft", f"output_dir={part}", "distributed=fsdp", "resume=true", *common, port=29542)
+    assert json.loads((part / "metrics.json").read_text())["resumed_from_step"] == 4
+    assert losses(part) == pytest.approx(losses(two)[4:], rel=0, abs=1e-6)
+    assert_same_weights(two, part, atol=1e-6)
 
 
 def test_bf16_mixed_precision_keeps_fp32_master_weights_so_small_updates_land(tiny_lm, qa_file, tmp_path):

@@ -28,7 +28,16 @@ from rlhfkit.runtime.checkpoint import latest_checkpoint, resume_state, save_che
 from rlhfkit.runtime.dist import all_reduce_sum, precision
 from rlhfkit.runtime.metrics import MetricsLog, check_finite
 from rlhfkit.runtime.progress import progress_bar
-from rlhfkit.runtime.training import adamw, optimizer_step, plan_steps, start_training, step_indices
+from rlhfkit.runtime.training import (
+    adamw,
+    memory_report,
+    optimizer_step,
+    plan_steps,
+    prepare_trainable,
+    start_training,
+    step_indices,
+    trained_model,
+)
 
 PREFERENCE_FORMATS = ("pairs", "hh", "comparisons", "rankings")
 
@@ -185,15 +194,27 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
     steps_per_epoch, total_steps = plan_steps(cfg, len(train_set))
 
     # fp32 master weights; the prepared scorer's forward runs under the accelerator's autocast
-    model = load_reward_model(cfg.model, tokenizer=tokenizer, dtype="float32", device=str(acc.device), lora=cfg.lora)
-    checkpoint_activations(model, cfg.gradient_checkpointing)
-    model = PromptResponseScorer(model, pad_id=pad_id, shared_prefix=cfg.shared_prefix)
-    optimizer = adamw(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
-    model, optimizer = acc.prepare(model, optimizer)
-    acc.register_for_checkpointing(scheduler)
+    # Under fsdp the training scorer runs whole sequences: the shared-prefix path uses the prompt pass only through
+    # its KV cache, which FSDP's backward hooks never see, so that pass's weights would be freed before its backward.
+    fsdp = cfg.distributed == "fsdp" and world > 1
 
-    start_step, checkpoint = resume_state(acc, out, resume=cfg.resume, total=total_steps, unit="step")
+    def build(shared_prefix: bool = cfg.shared_prefix):
+        model = load_reward_model(
+            cfg.model, tokenizer=tokenizer, dtype="float32", device=str(acc.device), lora=cfg.lora
+        )
+        return PromptResponseScorer(model, pad_id=pad_id, shared_prefix=shared_prefix)
+
+    model = build(cfg.shared_prefix and not fsdp)
+    checkpoint_activations(model.model, cfg.gradient_checkpointing)
+    model, optimizer, scheduler, sharded = prepare_trainable(
+        acc,
+        model,
+        make_optimizer=lambda m: adamw(m, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay),
+        make_scheduler=lambda o: get_cosine_schedule_with_warmup(o, round(cfg.warmup_ratio * total_steps), total_steps),
+        distributed=cfg.distributed,
+    )
+
+    start_step, checkpoint = resume_state(acc, out, resume=cfg.resume, total=total_steps, unit="step", sharded=sharded)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
@@ -225,7 +246,9 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
                     acc.backward(losses.sum() * world / cfg.batch_size)
                 loss_sum += losses.detach().sum()
                 window["pairs"] += sum(len(t.item.judgements) for t in chunk)
-            grad_norm = optimizer_step(acc, model, optimizer, scheduler, max_grad_norm=cfg.max_grad_norm)
+            grad_norm = optimizer_step(
+                acc, model, optimizer, scheduler, max_grad_norm=cfg.max_grad_norm, sharded=sharded
+            )
 
             loss = (all_reduce_sum(acc, loss_sum) / cfg.batch_size).item()
             check_finite(
@@ -247,18 +270,19 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
                     "grad_norm": None if grad_norm is None else float(grad_norm),
                     "pairs_per_second": window["pairs"] * world / max(elapsed, 1e-9),
                 }
-                if cfg.eval_steps and eval_set and done % cfg.eval_steps == 0 and main:
-                    row.update(
-                        {
-                            k: v
-                            for k, v in evaluate(acc.unwrap_model(model), eval_set, cfg=cfg).items()
-                            if k in ("eval_loss", "eval_accuracy")
-                        }
-                    )
+                if cfg.eval_steps and eval_set and done % cfg.eval_steps == 0:
+                    # on the main process alone; under fsdp on a gathered copy (every process takes part in that)
+                    scorer = trained_model(acc, model, build, sharded=sharded)
+                    if main:
+                        metrics = evaluate(scorer, eval_set, cfg=cfg)
+                        row.update({k: v for k, v in metrics.items() if k in ("eval_loss", "eval_accuracy")})
+                    del scorer
                 log.log(row)
                 window, window_start = {"loss": 0.0, "steps": 0, "pairs": 0}, time.perf_counter()
             if cfg.save_steps and done % cfg.save_steps == 0 and done < total_steps:
-                save_checkpoint(acc, out, done, {"total_steps": total_steps}, keep=cfg.save_total_limit)
+                save_checkpoint(
+                    acc, out, done, {"total_steps": total_steps}, keep=cfg.save_total_limit, sharded=sharded
+                )
     train_seconds = time.perf_counter() - train_start
 
     # --- evaluate and save ---
@@ -266,13 +290,15 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
         "steps": total_steps,
         "resumed_from_step": start_step,
         "world_size": world,
+        "distributed": "fsdp" if sharded else "ddp",
         "mixed_precision": precision(acc),
         "train_loss": loss,
         "train_items": len(train_set),
         "skipped": skipped,
         "train_seconds": train_seconds,
     }
-    unwrapped = acc.unwrap_model(model)
+    summary.update(memory_report(acc, model))
+    unwrapped = trained_model(acc, model, build, sharded=sharded)
     if main:
         if eval_set:
             summary.update(evaluate(unwrapped, eval_set, cfg=cfg))

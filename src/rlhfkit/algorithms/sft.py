@@ -26,7 +26,17 @@ from rlhfkit.runtime.dist import all_reduce_sum, compute_dtype, precision
 from rlhfkit.runtime.files import write_jsonl
 from rlhfkit.runtime.metrics import MetricsLog, check_finite
 from rlhfkit.runtime.progress import progress_bar
-from rlhfkit.runtime.training import adamw, optimizer_step, plan_steps, start_training, step_indices
+from rlhfkit.runtime.shard import even_batches
+from rlhfkit.runtime.training import (
+    adamw,
+    memory_report,
+    optimizer_step,
+    plan_steps,
+    prepare_trainable,
+    start_training,
+    step_indices,
+    trained_model,
+)
 
 SFT_FORMATS = ("sft", "messages")
 
@@ -51,18 +61,23 @@ def batch_nll(model, batch: dict[str, torch.Tensor], device) -> tuple[torch.Tens
 
 @torch.no_grad()
 def eval_loss(model, examples: list[SFTExample], accelerator, *, cfg: SFTConfig, pad_id: int) -> float:
-    """Token-weighted mean NLL over the eval set, sharded over processes."""
+    """Token-weighted mean NLL over the eval set, split over processes. Every process makes the same number of
+    forward passes (a sharded model's forward is collective); one with nothing left reruns its first example and
+    does not count it."""
     was_training = model.training
     model.eval()
     nll = torch.zeros((), device=accelerator.device)
     count = torch.zeros((), device=accelerator.device)
     mine = examples[accelerator.process_index :: accelerator.num_processes]
-    for i in range(0, len(mine), cfg.eval_batch_size):
+    size = cfg.eval_batch_size
+    for i in range(even_batches(len(examples), world=accelerator.num_processes, batch_size=size)):
+        chunk = mine[i * size : (i + 1) * size]
         b_nll, b_count = batch_nll(
-            model, make_batch(mine[i : i + cfg.eval_batch_size], packing=cfg.packing, pad_id=pad_id), accelerator.device
+            model, make_batch(chunk or examples[:1], packing=cfg.packing, pad_id=pad_id), accelerator.device
         )
-        nll += b_nll
-        count += b_count
+        if chunk:
+            nll += b_nll
+            count += b_count
     model.train(was_training)
     return (all_reduce_sum(accelerator, nll) / all_reduce_sum(accelerator, count).clamp(min=1)).item()
 
@@ -85,14 +100,20 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
     steps_per_epoch, total_steps = plan_steps(cfg, len(train_set))
 
     # fp32 master weights; the prepared model's forward runs under the accelerator's autocast
-    model = load_causal_lm(cfg.model, dtype="float32", device=str(acc.device), lora=cfg.lora)
-    checkpoint_activations(model, cfg.gradient_checkpointing)
-    optimizer = adamw(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
-    model, optimizer = acc.prepare(model, optimizer)
-    acc.register_for_checkpointing(scheduler)  # stepped by us once per optimizer step, on every process
+    def build():
+        return load_causal_lm(cfg.model, dtype="float32", device=str(acc.device), lora=cfg.lora)
 
-    start_step, checkpoint = resume_state(acc, out, resume=cfg.resume, total=total_steps, unit="step")
+    model = build()
+    checkpoint_activations(model, cfg.gradient_checkpointing)
+    model, optimizer, scheduler, sharded = prepare_trainable(
+        acc,
+        model,
+        make_optimizer=lambda m: adamw(m, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay),
+        make_scheduler=lambda o: get_cosine_schedule_with_warmup(o, round(cfg.warmup_ratio * total_steps), total_steps),
+        distributed=cfg.distributed,
+    )
+
+    start_step, checkpoint = resume_state(acc, out, resume=cfg.resume, total=total_steps, unit="step", sharded=sharded)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
@@ -126,7 +147,9 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
                     # DDP averages gradients over processes; scaling by `world` turns that into the global sum.
                     acc.backward(nll * world / n_targets)
                 nll_sum += nll.detach()
-            grad_norm = optimizer_step(acc, model, optimizer, scheduler, max_grad_norm=cfg.max_grad_norm)
+            grad_norm = optimizer_step(
+                acc, model, optimizer, scheduler, max_grad_norm=cfg.max_grad_norm, sharded=sharded
+            )
 
             loss = (all_reduce_sum(acc, nll_sum) / n_targets).item()
             check_finite(
@@ -153,7 +176,9 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
                 log.log(row)
                 window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
             if cfg.save_steps and done % cfg.save_steps == 0 and done < total_steps:
-                save_checkpoint(acc, out, done, {"total_steps": total_steps}, keep=cfg.save_total_limit)
+                save_checkpoint(
+                    acc, out, done, {"total_steps": total_steps}, keep=cfg.save_total_limit, sharded=sharded
+                )
     train_seconds = time.perf_counter() - train_start
 
     # --- evaluate and save ---
@@ -161,15 +186,17 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
         "steps": total_steps,
         "resumed_from_step": start_step,
         "world_size": world,
+        "distributed": "fsdp" if sharded else "ddp",
         "mixed_precision": precision(acc),
         "train_loss": loss,
         "train_examples": len(train_set),
         "truncated_examples": truncated,
         "train_seconds": train_seconds,
     }
+    summary.update(memory_report(acc, model))
     if eval_set:
         summary["eval_loss"] = eval_loss(model, eval_set, acc, cfg=cfg, pad_id=pad_id)
-    unwrapped = acc.unwrap_model(model)
+    unwrapped = trained_model(acc, model, build, sharded=sharded)
     if main:
         if eval_records and cfg.gold_metrics:
             answers = greedy_answers(

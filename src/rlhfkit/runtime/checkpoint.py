@@ -25,13 +25,20 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict[str, Any], *, keep: int) -> Path:
+def save_checkpoint(
+    accelerator, output_dir: str | Path, step: int, state: dict[str, Any], *, keep: int, sharded=None
+) -> Path:
+    """`sharded`: the TrainingState of models trained under fsdp, written as a distributed checkpoint (each process
+    its own shards) beside accelerate's state (schedulers, RNG states)."""
     root = checkpoint_dir(output_dir)
     final, tmp = root / f"step-{step}", root / f".step-{step}.tmp"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    if sharded is not None:
+        sharded.save(tmp)
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}))
         shutil.rmtree(final, ignore_errors=True)
@@ -43,12 +50,14 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict[
     return final
 
 
-def load_checkpoint(accelerator, path: Path) -> dict[str, Any]:
+def load_checkpoint(accelerator, path: Path, *, sharded=None) -> dict[str, Any]:
     accelerator.load_state(str(path))
+    if sharded is not None:
+        sharded.load(path)
     return json.loads((path / "state.json").read_text())
 
 
-def resume_state(accelerator, output_dir: str | Path, *, resume: bool, total: int, unit: str):
+def resume_state(accelerator, output_dir: str | Path, *, resume: bool, total: int, unit: str, sharded=None):
     """(step to start from, the checkpoint's state.json or None): the newest checkpoint's models, optimizers,
     schedulers and RNG states are loaded into the prepared objects when `resume` is set and one exists."""
     checkpoint = latest_checkpoint(output_dir) if resume else None
@@ -56,6 +65,6 @@ def resume_state(accelerator, output_dir: str | Path, *, resume: bool, total: in
         if resume:
             accelerator.print(f"resume=true but {output_dir}/checkpoints holds no checkpoint; starting from {unit} 0")
         return 0, None
-    state = load_checkpoint(accelerator, checkpoint)
+    state = load_checkpoint(accelerator, checkpoint, sharded=sharded)
     accelerator.print(f"resuming from {checkpoint} ({unit} {state['step']} of {total})")
     return state["step"], state

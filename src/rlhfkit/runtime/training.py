@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -53,16 +54,84 @@ def adamw(model, *, learning_rate: float, weight_decay: float, eps: float = 1e-8
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # The fused kernel updates all tensors in one pass (CPU and CUDA); it needs floating-point parameters.
-    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in decay + no_decay)
+    # The fused kernel updates all tensors in one pass (CPU and CUDA); it needs plain floating-point parameters
+    # (sharded DTensors take the foreach path).
+    from torch.distributed.tensor import DTensor
+
+    fused = all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda") and not isinstance(p, DTensor)
+        for p in decay + no_decay
+    )
     return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=eps, fused=fused)
 
 
-def optimizer_step(acc, model, optimizer, scheduler, *, max_grad_norm: float) -> torch.Tensor | None:
+def prepare_trainable(
+    acc,
+    model: torch.nn.Module,
+    *,
+    make_optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer],
+    make_scheduler: Callable[[torch.optim.Optimizer], Any],
+    distributed: str,
+):
+    """(model, optimizer, scheduler, sharded) for a model that trains, its fp32 master weights in place.
+
+    ddp (or one process): the accelerator prepares model and optimizer (its autocast wraps the forward, DDP sums
+    gradients). fsdp on several processes: the model is sharded (runtime/shard.py) and the optimizer is made over
+    the shards; `sharded` is then a TrainingState for checkpoints, else None. The scheduler is checkpointed either
+    way."""
+    sharded = None
+    if distributed == "fsdp" and acc.num_processes > 1:
+        from rlhfkit.runtime.dist import precision
+        from rlhfkit.runtime.shard import TrainingState, shard
+
+        shard(model, mixed_precision=precision(acc))
+        optimizer = make_optimizer(model)
+        scheduler = make_scheduler(optimizer)
+        sharded = TrainingState([(model, optimizer)])
+    else:
+        optimizer = make_optimizer(model)
+        scheduler = make_scheduler(optimizer)
+        model, optimizer = acc.prepare(model, optimizer)
+    acc.register_for_checkpointing(scheduler)  # stepped by us once per optimizer step, on every process
+    return model, optimizer, scheduler, sharded
+
+
+def trained_model(acc, model: torch.nn.Module, build: Callable[[], torch.nn.Module], *, sharded) -> Any:
+    """The plain model to evaluate alone and save, on the main process: the unwrapped module, or under fsdp an
+    unsharded copy of it that `build` makes the shell of (every process must call; None on the others)."""
+    if sharded is None:
+        return acc.unwrap_model(model)
+    from rlhfkit.runtime.shard import unsharded_copy
+
+    return unsharded_copy(model, build, main=acc.is_main_process)
+
+
+def clip_gradients(acc, model: torch.nn.Module, max_grad_norm: float, *, sharded) -> torch.Tensor:
+    """Clip the global gradient norm; returns the norm before clipping."""
+    if sharded is None:
+        return acc.clip_grad_norm_(model.parameters(), max_grad_norm)
+    from rlhfkit.runtime.shard import clip_grad_norm
+
+    return clip_grad_norm(model.parameters(), max_grad_norm)
+
+
+def memory_report(acc, *models: torch.nn.Module) -> dict[str, list]:
+    """Parameters each process holds (all models given) and each process's peak memory in GiB, for metrics.json."""
+    from rlhfkit.runtime.shard import local_numel, peak_memory_gib
+
+    mine = torch.tensor([float(sum(local_numel(m) for m in models)), peak_memory_gib()], device=acc.device)
+    every = acc.gather(mine.unsqueeze(0)).cpu() if acc.num_processes > 1 else mine.unsqueeze(0).cpu()
+    return {
+        "parameters_per_process": [int(x) for x in every[:, 0].tolist()],
+        "peak_memory_gib_per_process": [round(x, 3) for x in every[:, 1].tolist()],
+    }
+
+
+def optimizer_step(acc, model, optimizer, scheduler, *, max_grad_norm: float, sharded=None) -> torch.Tensor | None:
     """Clip the gradient norm (0: no clipping), step the optimizer and the schedule, clear the gradients; returns
     the norm before clipping (None without clipping), as a tensor: reading it waits for the device, so callers
     read it only when they log."""
-    grad_norm = acc.clip_grad_norm_(model.parameters(), max_grad_norm) if max_grad_norm > 0 else None
+    grad_norm = clip_gradients(acc, model, max_grad_norm, sharded=sharded) if max_grad_norm > 0 else None
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
