@@ -55,6 +55,8 @@ bench: $(VENV)/.bench
 	$(BIN)/python bench/ppo.py --model smollm2 --low-memory
 	$(BIN)/python bench/dpo.py
 	$(BIN)/python bench/dpo.py --model smollm2
+	$(BIN)/python bench/grpo.py
+	$(BIN)/python bench/fsdp.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache

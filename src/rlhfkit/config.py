@@ -367,6 +367,11 @@ class PPOConfig(RunSettings):
         super().validate()
         if not self.policy:
             raise ConfigError("policy is required, e.g. rlhf ppo policy=runs/sft ...")
+        if self.distributed == "fsdp":
+            raise ConfigError(
+                "distributed=fsdp is not built for rlhf ppo yet (rlhf sft, reward train and dpo have it): use "
+                "distributed=ddp, with LoRA and gradient_checkpointing=true to save memory"
+            )
         if not self.prompts_file:
             raise ConfigError("prompts_file is required")
         if bool(self.reward_model) == bool(self.reward_fn):

@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from rlhfkit.cli import app
-from tests.conftest import metric_rows
+from tests.conftest import assert_sharded_in_halves, losses, metric_rows, torchrun
 from tests.integration.test_reward import TOPICS, pairs, write
 
 runner = CliRunner()
@@ -117,6 +117,43 @@ def test_dpo_with_lora_learns_and_starts_at_its_base(dpo_setup):
     assert metric_rows(root / "dpo_lora")[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
     assert summary["eval_reward_accuracy"] >= 0.9
     assert not list((root / "dpo_lora").glob("adapter_*"))
+
+
+@pytest.mark.slow
+def test_dpo_with_lora_under_fsdp_on_two_processes_equals_one_process(dpo_setup, tmp_path):
+    """LoRA adapters trained over sharded frozen base weights; the reference is the base with adapters off on both
+    sides; whole-sequence logprobs on both (fsdp has no shared-prefix pass); evaluation and the held-out KL on the
+    gathered copy."""
+    from safetensors.torch import load_file
+
+    _, sft, train, test = dpo_setup
+    common = [
+        f"model={sft}",
+        f"train_file={train}",
+        f"eval_file={test}",
+        "max_steps=6",
+        "eval_steps=3",
+        "learning_rate=5e-3",
+        "batch_size=8",
+        "logging_steps=1",
+        "lora.r=8",
+        "lora.alpha=16",
+        "kl_prompts=4",
+        "device=cpu",
+        "shared_prefix=false",
+    ]
+    one, two = tmp_path / "one", tmp_path / "two"
+    invoke("dpo", f"output_dir={one}", *common)
+    torchrun("dpo", f"output_dir={two}", "distributed=fsdp", *common, port=29544)
+    assert losses(one)[0] == pytest.approx(math.log(2), abs=1e-6)
+    assert losses(two) == pytest.approx(losses(one), rel=0, abs=1e-4)
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    for key in ("eval_loss", "eval_reward_margin", "eval_kl"):
+        assert m2[key] == pytest.approx(m1[key], rel=0, abs=1e-4), key
+    w1, w2 = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))  # merged
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=1e-4, msg=k)
+    assert_sharded_in_halves(one, two)
 
 
 @pytest.mark.slow

@@ -445,6 +445,17 @@ def test_ppo_bad_settings_exit_2(ppo_setup):
         ],
     )
     assert res.exit_code == 2 and "cannot import 'nope'" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "ppo",
+            f"policy={root / 'sft'}",
+            "reward_fn=x:y",
+            f"prompts_file={root / 'prompts.jsonl'}",
+            "distributed=fsdp",
+        ],
+    )
+    assert res.exit_code == 2 and "distributed=fsdp is not built for rlhf ppo" in res.output
 
 
 def wiring(ppo_setup, *, mixed_precision: str = "fp32", max_new_tokens: int = 24, **settings):

@@ -49,7 +49,16 @@ from rlhfkit.runtime.checkpoint import latest_checkpoint, resume_state, save_che
 from rlhfkit.runtime.dist import all_reduce_sum, autocast, compute_dtype, precision
 from rlhfkit.runtime.metrics import MetricsLog, check_finite
 from rlhfkit.runtime.progress import progress_bar
-from rlhfkit.runtime.training import adamw, optimizer_step, plan_steps, start_training, step_indices
+from rlhfkit.runtime.training import (
+    adamw,
+    memory_report,
+    optimizer_step,
+    plan_steps,
+    prepare_trainable,
+    start_training,
+    step_indices,
+    trained_model,
+)
 
 PREFERENCE_FORMATS = ("pairs", "hh", "comparisons", "rankings")
 
@@ -357,15 +366,25 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
     steps_per_epoch, total_steps = plan_steps(cfg, len(train_set))
 
     # fp32 master weights; the prepared module's forward runs under the accelerator's autocast
-    policy = load_causal_lm(cfg.model, dtype="float32", device=str(acc.device), lora=cfg.lora)
+    # Under fsdp, whole sequences: the shared-prefix pass reaches the loss only through its KV cache, which FSDP's
+    # backward hooks never see (reward.py says more).
+    fsdp = cfg.distributed == "fsdp" and world > 1
+
+    def build(shared_prefix: bool = cfg.shared_prefix):
+        policy = load_causal_lm(cfg.model, dtype="float32", device=str(acc.device), lora=cfg.lora)
+        disable_dropout(policy)
+        return AnswerLogprobs(policy, pad_id=tokenizer.pad_token_id, shared_prefix=shared_prefix)
+
+    model = build(cfg.shared_prefix and not fsdp)
+    policy = model.model
     checkpoint_activations(policy, cfg.gradient_checkpointing)
-    disable_dropout(policy)
-    model = AnswerLogprobs(policy, pad_id=tokenizer.pad_token_id, shared_prefix=cfg.shared_prefix)
-    optimizer = adamw(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
-    model, optimizer = acc.prepare(model, optimizer)
-    acc.register_for_checkpointing(scheduler)
-    unwrapped = acc.unwrap_model(model)
+    model, optimizer, scheduler, sharded = prepare_trainable(
+        acc,
+        model,
+        make_optimizer=lambda m: adamw(m, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay),
+        make_scheduler=lambda o: get_cosine_schedule_with_warmup(o, round(cfg.warmup_ratio * total_steps), total_steps),
+        distributed=cfg.distributed,
+    )
 
     def reference():  # LoRA: the base with adapters off; full: the weights as they start (before any step)
         return adapters_off(policy, model) if cfg.lora.r > 0 else nullcontext(model)
@@ -373,13 +392,15 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
     # reference logprobs, once, before any step (and before a checkpoint's weights are loaded)
     with reference() as ref_model:
         kw = dict(batch_size=cfg.eval_batch_size, enabled=main)
-        # only the examples this process's steps will use: a run shorter than an epoch needs fewer
+        # only the examples this process's steps will use: a run shorter than an epoch needs fewer. Sharded, every
+        # process computes those of all processes: each forward pass is collective, so all make the same ones.
         order = dict(n=len(train_set), batch_size=cfg.batch_size, seed=cfg.seed)
-        used = {i for s in range(total_steps) for i in step_indices(s, **order)[rank::world]}
+        ranks = slice(None) if sharded else slice(rank, None, world)
+        used = {i for s in range(total_steps) for i in step_indices(s, **order)[ranks]}
         train_refs = reference_logprobs(ref_model, train_set, what="train", only=used, **kw)
         eval_refs = reference_logprobs(ref_model, eval_set, what="eval", **kw) if eval_set else []
 
-    start_step, checkpoint = resume_state(acc, out, resume=cfg.resume, total=total_steps, unit="step")
+    start_step, checkpoint = resume_state(acc, out, resume=cfg.resume, total=total_steps, unit="step", sharded=sharded)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
@@ -414,7 +435,9 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
                 _add(window, stats)
                 if step >= tail_from:
                     _add(tail, stats)
-            grad_norm = optimizer_step(acc, model, optimizer, scheduler, max_grad_norm=cfg.max_grad_norm)
+            grad_norm = optimizer_step(
+                acc, model, optimizer, scheduler, max_grad_norm=cfg.max_grad_norm, sharded=sharded
+            )
 
             loss = (all_reduce_sum(acc, loss_sum) / cfg.batch_size).item()
             check_finite(
@@ -437,12 +460,18 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
                     **summarize(window, cfg),
                     "items_per_second": window["steps"] * cfg.batch_size / max(elapsed, 1e-9),
                 }
-                if cfg.eval_steps and eval_set and done % cfg.eval_steps == 0 and main:
-                    row.update(evaluate(unwrapped, eval_set, eval_refs, cfg, acc=acc))
+                if cfg.eval_steps and eval_set and done % cfg.eval_steps == 0:
+                    # on the main process alone; under fsdp on a gathered copy (every process takes part in that)
+                    plain = trained_model(acc, model, build, sharded=sharded)
+                    if main:
+                        row.update(evaluate(plain, eval_set, eval_refs, cfg, acc=acc))
+                    del plain
                 log.log(row)
                 window, window_start = {}, time.perf_counter()
             if cfg.save_steps and done % cfg.save_steps == 0 and done < total_steps:
-                save_checkpoint(acc, out, done, {"total_steps": total_steps}, keep=cfg.save_total_limit)
+                save_checkpoint(
+                    acc, out, done, {"total_steps": total_steps}, keep=cfg.save_total_limit, sharded=sharded
+                )
     train_seconds = time.perf_counter() - train_start
 
     # --- evaluate and save ---
@@ -450,13 +479,16 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
         "steps": total_steps,
         "resumed_from_step": start_step,
         "world_size": world,
+        "distributed": "fsdp" if sharded else "ddp",
         "mixed_precision": precision(acc),
         "loss_kind": cfg.loss,
         "train_loss": loss,
         "train_items": len(train_set),
         "skipped": skipped,
         "train_seconds": train_seconds,
+        **memory_report(acc, model),
     }
+    unwrapped = trained_model(acc, model, build, sharded=sharded)
     if main:
         if eval_set:
             summary.update(evaluate(unwrapped, eval_set, eval_refs, cfg, acc=acc))
@@ -472,7 +504,7 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
         if eval_set and cfg.kl_prompts:
             if cfg.lora.r > 0:
                 # the unwrapped module: on the main process alone, the DDP wrapper's forward would wait for the others
-                base = lambda: adapters_off(policy, unwrapped)  # noqa: E731
+                base = lambda: adapters_off(unwrapped.model, unwrapped)  # noqa: E731
                 summary["eval_kl"] = held_out_kl(unwrapped, base, eval_set, tokenizer, cfg, acc=acc)
             else:  # the reference weights are no longer in memory: load them again, now that training is over
                 ref = load_causal_lm(cfg.model, dtype="float32", device=str(acc.device)).eval()
