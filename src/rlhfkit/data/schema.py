@@ -1,4 +1,4 @@
-"""Typed records for every data format (DESIGN.md section 3) and their validation.
+"""Typed records for every data format (README: Data formats) and their validation.
 
 A record is built from one raw JSON object by `parse_record(fmt, obj)`, which raises `FieldError(field, problem)`;
 the readers add the file and line. Message lists are kept as given: `[{"role": ..., "content": ...}, ...]`.
