@@ -50,11 +50,11 @@ from rlhfkit.runtime.dist import all_reduce_sum, autocast, compute_dtype, precis
 from rlhfkit.runtime.metrics import MetricsLog, check_finite
 from rlhfkit.runtime.progress import progress_bar
 from rlhfkit.runtime.training import (
-    adamw,
     memory_report,
     optimizer_step,
     plan_steps,
     prepare_trainable,
+    shards,
     start_training,
     step_indices,
     trained_model,
@@ -357,8 +357,6 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
     # --- setup ---
     acc = start_training(cfg)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
-    from transformers import get_cosine_schedule_with_warmup
-
     out = Path(cfg.output_dir)
     tokenizer = load_tokenizer(cfg.model)
     train_set, skipped, truncated = load_examples(cfg.train_file, tokenizer, cfg)
@@ -368,7 +366,7 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
     # fp32 master weights; the prepared module's forward runs under the accelerator's autocast
     # Under fsdp, whole sequences: the shared-prefix pass reaches the loss only through its KV cache, which FSDP's
     # backward hooks never see (reward.py says more).
-    fsdp = cfg.distributed == "fsdp" and world > 1
+    fsdp = shards(acc, cfg.distributed)
 
     def build(shared_prefix: bool = cfg.shared_prefix):
         policy = load_causal_lm(cfg.model, dtype="float32", device=str(acc.device), lora=cfg.lora)
@@ -378,13 +376,7 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
     model = build(cfg.shared_prefix and not fsdp)
     policy = model.model
     checkpoint_activations(policy, cfg.gradient_checkpointing)
-    model, optimizer, scheduler, sharded = prepare_trainable(
-        acc,
-        model,
-        make_optimizer=lambda m: adamw(m, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay),
-        make_scheduler=lambda o: get_cosine_schedule_with_warmup(o, round(cfg.warmup_ratio * total_steps), total_steps),
-        distributed=cfg.distributed,
-    )
+    model, optimizer, scheduler, sharded = prepare_trainable(acc, model, cfg, total_steps=total_steps)
 
     def reference():  # LoRA: the base with adapters off; full: the weights as they start (before any step)
         return adapters_off(policy, model) if cfg.lora.r > 0 else nullcontext(model)

@@ -29,11 +29,11 @@ from rlhfkit.runtime.dist import all_reduce_sum, precision
 from rlhfkit.runtime.metrics import MetricsLog, check_finite
 from rlhfkit.runtime.progress import progress_bar
 from rlhfkit.runtime.training import (
-    adamw,
     memory_report,
     optimizer_step,
     plan_steps,
     prepare_trainable,
+    shards,
     start_training,
     step_indices,
     trained_model,
@@ -184,8 +184,6 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
     # --- setup ---
     acc = start_training(cfg)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
-    from transformers import get_cosine_schedule_with_warmup
-
     out = Path(cfg.output_dir)
     tokenizer = load_tokenizer(cfg.model)
     pad_id = tokenizer.pad_token_id
@@ -196,7 +194,7 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
     # fp32 master weights; the prepared scorer's forward runs under the accelerator's autocast
     # Under fsdp the training scorer runs whole sequences: the shared-prefix path uses the prompt pass only through
     # its KV cache, which FSDP's backward hooks never see, so that pass's weights would be freed before its backward.
-    fsdp = cfg.distributed == "fsdp" and world > 1
+    fsdp = shards(acc, cfg.distributed)
 
     def build(shared_prefix: bool = cfg.shared_prefix):
         model = load_reward_model(
@@ -206,13 +204,7 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
 
     model = build(cfg.shared_prefix and not fsdp)
     checkpoint_activations(model.model, cfg.gradient_checkpointing)
-    model, optimizer, scheduler, sharded = prepare_trainable(
-        acc,
-        model,
-        make_optimizer=lambda m: adamw(m, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay),
-        make_scheduler=lambda o: get_cosine_schedule_with_warmup(o, round(cfg.warmup_ratio * total_steps), total_steps),
-        distributed=cfg.distributed,
-    )
+    model, optimizer, scheduler, sharded = prepare_trainable(acc, model, cfg, total_steps=total_steps)
 
     start_step, checkpoint = resume_state(acc, out, resume=cfg.resume, total=total_steps, unit="step", sharded=sharded)
     if main:

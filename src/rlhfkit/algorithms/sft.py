@@ -28,7 +28,6 @@ from rlhfkit.runtime.metrics import MetricsLog, check_finite
 from rlhfkit.runtime.progress import progress_bar
 from rlhfkit.runtime.shard import even_batches
 from rlhfkit.runtime.training import (
-    adamw,
     memory_report,
     optimizer_step,
     plan_steps,
@@ -86,8 +85,6 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
     # --- setup ---
     acc = start_training(cfg)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
-    from transformers import get_cosine_schedule_with_warmup
-
     out = Path(cfg.output_dir)
     tokenizer = load_tokenizer(cfg.model)
     pad_id = tokenizer.pad_token_id
@@ -105,13 +102,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
 
     model = build()
     checkpoint_activations(model, cfg.gradient_checkpointing)
-    model, optimizer, scheduler, sharded = prepare_trainable(
-        acc,
-        model,
-        make_optimizer=lambda m: adamw(m, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay),
-        make_scheduler=lambda o: get_cosine_schedule_with_warmup(o, round(cfg.warmup_ratio * total_steps), total_steps),
-        distributed=cfg.distributed,
-    )
+    model, optimizer, scheduler, sharded = prepare_trainable(acc, model, cfg, total_steps=total_steps)
 
     start_step, checkpoint = resume_state(acc, out, resume=cfg.resume, total=total_steps, unit="step", sharded=sharded)
     if main:

@@ -2,8 +2,8 @@
 
 We call PyTorch's `fully_shard` directly rather than through accelerate's FSDP plugin: the plugin is configured by
 environment variables or a launcher config file, while here one setting decides, the wrap unit (each decoder layer
-of `_no_split_modules`, then the root for embeddings, final norm and head) is explicit, and the same code shards
-frozen models (PPO's reference and reward model) that accelerate never prepares.
+of `_no_split_modules`, then the root for embeddings, final norm and head) is explicit, and the same call can
+shard a frozen model that accelerate never prepares (PPO's reference and reward model, once PPO takes fsdp).
 
 Numerics (as in `runtime/dist.py`): the sharded parameters are fp32 master weights; with `mixed_precision=bf16` the
 FSDP mixed-precision policy gathers them as bf16 for each layer's forward and backward and reduces gradients in
@@ -13,8 +13,7 @@ fp32, so AdamW steps fp32 shards. A process group must exist (torchrun starts on
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +48,6 @@ def shard(model: nn.Module, *, mixed_precision: str = "fp32") -> nn.Module:
     return model
 
 
-def is_sharded(model: nn.Module) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return any(isinstance(p, DTensor) for p in model.parameters())
-
-
 def local_numel(model: nn.Module) -> int:
     """Parameter elements this process holds (its shards; everything when not sharded)."""
     from torch.distributed.tensor import DTensor
@@ -75,30 +68,6 @@ def clip_grad_norm(parameters: Iterable[nn.Parameter], max_norm: float) -> torch
     return total
 
 
-def _units(model: nn.Module) -> list[nn.Module]:
-    from torch.distributed.fsdp import FSDPModule
-
-    return [m for m in model.modules() if isinstance(m, FSDPModule)]
-
-
-@contextmanager
-def gathered(model: nn.Module) -> Iterator[nn.Module]:
-    """Full weights for step-by-step decoding: every unit gathered once and kept until the block ends (a decoding
-    loop calls each layer hundreds of times; re-gathering per call would cost a collective each time). Costs one full
-    copy of the weights (in the compute dtype) for the duration; freed after."""
-    units = _units(model)
-    for unit in units:
-        unit.set_reshard_after_forward(False, recurse=False)
-    for unit in units:
-        unit.unshard()
-    try:
-        yield model
-    finally:
-        for unit in units:
-            unit.reshard()
-            unit.set_reshard_after_forward(unit is not model, recurse=False)
-
-
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The whole model's state dict on the main process (CPU tensors), empty elsewhere; every process must call."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -113,9 +82,7 @@ def unsharded_copy(model: nn.Module, build: Callable[[], nn.Module], *, main: bo
     if not main:
         return None
     copy = build()
-    missing, unexpected = copy.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if k in dict(copy.named_parameters())]:
-        raise RuntimeError(f"unsharded copy: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    copy.load_state_dict(state)
     return copy
 
 

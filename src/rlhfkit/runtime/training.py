@@ -65,35 +65,37 @@ def adamw(model, *, learning_rate: float, weight_decay: float, eps: float = 1e-8
     return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=eps, fused=fused)
 
 
-def prepare_trainable(
-    acc,
-    model: torch.nn.Module,
-    *,
-    make_optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer],
-    make_scheduler: Callable[[torch.optim.Optimizer], Any],
-    distributed: str,
-):
-    """(model, optimizer, scheduler, sharded) for a model that trains, its fp32 master weights in place.
+def shards(acc, distributed: str) -> bool:
+    """Whether a run shards its trained model: distributed=fsdp with more than one process (one process has
+    nothing to shard over and trains as plain)."""
+    return distributed == "fsdp" and acc.num_processes > 1
+
+
+def prepare_trainable(acc, model: torch.nn.Module, cfg: Any, *, total_steps: int):
+    """(model, optimizer, scheduler, sharded) for a model that trains, its fp32 master weights in place: AdamW
+    (cfg.learning_rate, cfg.weight_decay) and linear warmup (cfg.warmup_ratio) then cosine decay over total_steps.
 
     ddp (or one process): the accelerator prepares model and optimizer (its autocast wraps the forward, DDP sums
     gradients). fsdp on several processes: the model is sharded (runtime/shard.py) and the optimizer is made over
     the shards; `sharded` is then a TrainingState for checkpoints, else None. The scheduler is checkpointed either
     way."""
-    sharded = None
-    if distributed == "fsdp" and acc.num_processes > 1:
-        from rlhfkit.runtime.dist import precision
-        from rlhfkit.runtime.shard import TrainingState, shard
+    from transformers import get_cosine_schedule_with_warmup
 
+    from rlhfkit.runtime.dist import precision
+    from rlhfkit.runtime.shard import TrainingState, shard
+
+    sharded = shards(acc, cfg.distributed)
+    if sharded:
         shard(model, mixed_precision=precision(acc))
-        optimizer = make_optimizer(model)
-        scheduler = make_scheduler(optimizer)
-        sharded = TrainingState([(model, optimizer)])
+    optimizer = adamw(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
+    if sharded:
+        state = TrainingState([(model, optimizer)])
     else:
-        optimizer = make_optimizer(model)
-        scheduler = make_scheduler(optimizer)
         model, optimizer = acc.prepare(model, optimizer)
+        state = None
     acc.register_for_checkpointing(scheduler)  # stepped by us once per optimizer step, on every process
-    return model, optimizer, scheduler, sharded
+    return model, optimizer, scheduler, state
 
 
 def trained_model(acc, model: torch.nn.Module, build: Callable[[], torch.nn.Module], *, sharded) -> Any:
