@@ -367,10 +367,11 @@ class PPOConfig(RunSettings):
         super().validate()
         if not self.policy:
             raise ConfigError("policy is required, e.g. rlhf ppo policy=runs/sft ...")
-        if self.distributed == "fsdp":
+        if self.distributed == "fsdp" and self.sampler == "hf":
             raise ConfigError(
-                "distributed=fsdp is not built for rlhf ppo yet (rlhf sft, reward train and dpo have it): use "
-                "distributed=ddp, with LoRA and gradient_checkpointing=true to save memory"
+                "distributed=fsdp samples with sampler=rlhfkit: its decoder reads the gathered weights directly, while "
+                "transformers' generate calls the sharded layers, whose gathers every process would have to join at "
+                "every step"
             )
         if not self.prompts_file:
             raise ConfigError("prompts_file is required")

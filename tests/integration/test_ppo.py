@@ -7,6 +7,7 @@ a reward near 0.5 and PPO must shift probability towards the thanking answers.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -376,6 +377,86 @@ def test_ppo_with_two_torchrun_processes_learns(ppo_setup, tmp_path):
     assert assert_reward_rose_with_bounded_kl(out)["world_size"] == 2
 
 
+@pytest.fixture(scope="module")
+def fsdp_ppo_runs(ppo_setup) -> tuple[Path, Path, list[str]]:
+    """Two processes with ddp and two with distributed=fsdp on the same settings (fp32, full fine-tuning: policy,
+    critic and reference are all sharded), the fsdp run checkpointing every 2 iterations."""
+    root = ppo_setup
+    common = [*SHORT, "total_episodes=96", "target_kl=1.0", "device=cpu", "save_steps=2"]
+    ddp, fsdp = root / "ddp2", root / "fsdp2"
+    torchrun("ppo", *thanks_run(root, ddp), *common, port=29551)
+    torchrun("ppo", *thanks_run(root, fsdp), "distributed=fsdp", *common, port=29552)
+    return ddp, fsdp, common
+
+
+PPO_METRICS = ("reward_mean", "score_mean", "kl", "kl_coef", "pg_loss", "vf_loss", "clipfrac", "approx_kl")
+
+
+def assert_rows_within(a: Path, b: Path, keys: tuple[str, ...], *, atol: float) -> None:
+    ra, rb = metric_rows(a), metric_rows(b)
+    assert [r["step"] for r in ra] == [r["step"] for r in rb]
+    for x, y in zip(ra, rb):
+        for k in keys:
+            assert y[k] == pytest.approx(x[k], rel=0, abs=atol), (x["step"], k, x[k], y[k])
+
+
+@pytest.mark.slow
+def test_ppo_fsdp_on_two_processes_equals_ddp_with_half_the_weights_each(fsdp_ppo_runs):
+    """Sharding changes where the weights live, not the numbers. Against ddp on the same two processes, not one
+    process: PPO's processes sample and whiten their own half of each batch (as TRL's do), so two processes are not
+    one process with twice the batch. Each fsdp process holds about half of the policy, critic and reference, the
+    rollout gathered the policy in full (else its samples, and so every metric, would differ), and the saved model
+    is the trained one."""
+    from safetensors.torch import load_file
+
+    ddp, fsdp, _ = fsdp_ppo_runs
+    assert_rows_within(ddp, fsdp, PPO_METRICS, atol=1e-4)
+    held_ddp = json.loads((ddp / "metrics.json").read_text())
+    held = json.loads((fsdp / "metrics.json").read_text())
+    assert held_ddp["distributed"] == "ddp" and held["distributed"] == "fsdp" and held["world_size"] == 2
+    whole = held_ddp["parameters_per_process"]
+    assert len(whole) == 2 and whole[0] == whole[1]
+    assert sum(held["parameters_per_process"]) == whole[0]
+    assert all(0.4 * whole[0] < n <= 0.6 * whole[0] for n in held["parameters_per_process"]), held
+    a, b = load_file(str(ddp / "model.safetensors")), load_file(str(fsdp / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-4) for k in a)
+    start = load_file(str(fsdp.parent / "sft" / "model.safetensors"))
+    assert any(not torch.equal(b[k], start[k]) for k in start)  # it trained
+
+
+@pytest.mark.slow
+def test_ppo_fsdp_resumes_from_a_sharded_checkpoint_as_if_uninterrupted(fsdp_ppo_runs, tmp_path):
+    _, fsdp, common = fsdp_ppo_runs
+    part = tmp_path / "part"
+    assert sorted(p.name for p in (fsdp / "checkpoints").iterdir()) == ["step-2", "step-4"]
+    shutil.copytree(fsdp / "checkpoints" / "step-2", part / "checkpoints" / "step-2")
+    assert (part / "checkpoints" / "step-2" / "sharded").is_dir()
+    root = fsdp.parent
+    torchrun("ppo", *thanks_run(root, part), "distributed=fsdp", "resume=true", *common, port=29553)
+    assert json.loads((part / "metrics.json").read_text())["resumed_from_step"] == 2
+    assert metric_rows(part) and [r["step"] for r in metric_rows(part)] == [3, 4, 5, 6]
+    tail = [r for r in metric_rows(fsdp) if r["step"] > 2]
+    for x, y in zip(tail, metric_rows(part), strict=True):
+        for k in PPO_METRICS:
+            assert y[k] == pytest.approx(x[k], rel=0, abs=1e-6), (x["step"], k)
+
+
+@pytest.mark.slow
+def test_ppo_fsdp_with_lora_in_bf16_starts_at_zero_kl_and_learns(ppo_setup, tmp_path):
+    """LoRA over sharded weights in bf16 (the FSDP mixed-precision policy): the reference is the sharded base with
+    its adapters off, so the first iteration's KL is exactly 0; the reward rises; the saved model is merged."""
+    root, out = ppo_setup, tmp_path / "lora"
+    settings = [*SHORT, "total_episodes=64", "learning_rate=1e-3", "lora.r=8", "mixed_precision=bf16", "device=cpu"]
+    torchrun("ppo", *thanks_run(root, out), "distributed=fsdp", *settings, port=29554)
+    rows, summary = metric_rows(out), json.loads((out / "metrics.json").read_text())
+    assert summary["distributed"] == "fsdp" and summary["mixed_precision"] == "bf16"
+    assert rows[0]["kl"] == 0.0 and rows[-1]["kl"] > 0.0
+    assert summary["reward_last_tenth"] > summary["reward_first_tenth"] + 0.3, summary
+    held = summary["parameters_per_process"]
+    assert all(0.4 * sum(held) < n <= 0.6 * sum(held) for n in held), held
+    assert (out / "model.safetensors").exists() and not list(out.glob("adapter_*"))
+
+
 def test_critic_beside_the_policy_equals_one_after_the_other(ppo_setup, monkeypatch):
     """overlap_critic updates the critic on a second thread: the numbers must not change."""
     # with one thread SideBySide runs both on the calling thread: the comparison would be of one path with itself
@@ -453,9 +534,10 @@ def test_ppo_bad_settings_exit_2(ppo_setup):
             "reward_fn=x:y",
             f"prompts_file={root / 'prompts.jsonl'}",
             "distributed=fsdp",
+            "sampler=hf",
         ],
     )
-    assert res.exit_code == 2 and "distributed=fsdp is not built for rlhf ppo" in res.output
+    assert res.exit_code == 2 and "distributed=fsdp samples with sampler=rlhfkit" in res.output
 
 
 def wiring(ppo_setup, *, mixed_precision: str = "fp32", max_new_tokens: int = 24, **settings):

@@ -11,6 +11,12 @@ temperature, in row chunks of the update's micro-batch size. The sampler's own l
 KV-cached decode and a full forward differ by up to 0.3 nats per token, a ratio outside the clip range before any
 update. Dropout is off in every model, so rollout and update compute the same function.
 
+Sharded (distributed=fsdp on several processes): policy, critic and reference are sharded per decoder layer (fp32
+master shards, the FSDP mixed-precision policy as the compute type), and so is a decoder reward model. For the rollout
+every process gathers the policy's weights in full and frees them after (`runtime/shard.unsharded`): the sampler's
+decoder reads them directly, so each process may stop decoding at its own step. Scoring and the update are sharded
+forward passes, the same number on every process.
+
 Critic-free (advantage=grpo, rloo, reinforce_pp, as OpenRLHF offers them): the same loop without a critic, none is
 loaded. A rollout then samples num_generations responses per prompt, and only step 3 changes: GRPO normalizes the
 rewards within each prompt's group and adds the k3 KL to the reference to the loss; RLOO subtracts the KL from the
@@ -65,7 +71,7 @@ from rlhfkit.models.reward import (
     read_stats,
     same_vocabulary,
 )
-from rlhfkit.models.sampler import Samples, hf_sample, sample
+from rlhfkit.models.sampler import Samples, fast_decoding, hf_sample, sample
 from rlhfkit.models.value import load_value_model
 from rlhfkit.ops import entropy_from_logits, logprobs_from_logits, masked_mean, masked_whiten
 from rlhfkit.runtime.checkpoint import latest_checkpoint, resume_state, save_checkpoint
@@ -73,7 +79,8 @@ from rlhfkit.runtime.dist import autocast, compute_dtype, make_accelerator, prec
 from rlhfkit.runtime.metrics import MetricsLog, check_finite, mean_of_tenths
 from rlhfkit.runtime.overlap import SideBySide
 from rlhfkit.runtime.progress import progress_bar
-from rlhfkit.runtime.training import adamw, step_indices
+from rlhfkit.runtime.shard import TrainingState, shard, shard_if_layered, unsharded
+from rlhfkit.runtime.training import adamw, memory_report, optimizer_step, shards, step_indices, trained_model
 
 
 class Rollout(NamedTuple):
@@ -233,10 +240,11 @@ def optimize(
     *,
     grad_accum: int,
     max_grad_norm: float,
+    sharded: TrainingState | None = None,
 ) -> dict[str, float]:
     """One optimizer step per minibatch of row indices; `loss_fn(rows)` gives a token-mean loss and values to log,
     returned averaged over the micro-batches. Micro-batches weigh by their share of the minibatch's response
-    tokens, so grad_accum does not change the step."""
+    tokens, so grad_accum does not change the step. `sharded`: the module is sharded (clip over the shards)."""
     module.train()
     logged: dict[str, list[float]] = {}
     for mb in minibatches:
@@ -249,11 +257,7 @@ def optimize(
                 acc.backward(loss * (mask[idx].sum() / mb_tokens))
             for k, v in values.items():
                 logged.setdefault(k, []).append(v.item())
-        if max_grad_norm > 0:
-            acc.clip_grad_norm_(module.parameters(), max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(acc, module, optimizer, scheduler, max_grad_norm=max_grad_norm, sharded=sharded)
     return {k: sum(v) / len(v) for k, v in logged.items()}
 
 
@@ -279,11 +283,18 @@ def update(
     context: int,
     kl_coef: float,
     cfg: PPOConfig,
+    sharded: TrainingState | None = None,
 ) -> dict[str, float]:
     """Update the policy (clipped surrogate) and the critic (clipped value loss) over the same minibatches; each
     is (model, optimizer, scheduler). On a CPU the two run side by side (`side`). critic None: the policy only."""
     mask = rollout.response_mask.float()
-    steps = dict(minibatches=minibatches, mask=mask, grad_accum=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm)
+    steps = dict(
+        minibatches=minibatches,
+        mask=mask,
+        grad_accum=cfg.grad_accum,
+        max_grad_norm=cfg.max_grad_norm,
+        sharded=sharded,
+    )
     policy_model = policy[0]
 
     def update_policy() -> dict[str, float]:
@@ -327,32 +338,42 @@ def critic_start(cfg: PPOConfig, reward: Any) -> tuple[str, str]:
 
 
 class Models(NamedTuple):
-    policy: nn.Module  # prepared by the accelerator: its forward runs under the compute autocast
-    critic: nn.Module | None  # prepared likewise; None for the critic-free advantages
+    policy: nn.Module  # ddp: prepared by the accelerator (its forward runs under the compute autocast); fsdp: sharded
+    critic: nn.Module | None  # prepared or sharded likewise; None for the critic-free advantages
     reference: Callable[[], Any]  # a context yielding the module that computes as the reference
     reward: Callable[[Responses], Tensor]  # the task reward of a batch of responses
     reward_stats: dict[str, float] | None  # the reward model's score mean/std when rewards are normalized
     optimizers: tuple[torch.optim.Optimizer, ...]  # policy's, critic's (if any)
     schedulers: tuple[Any, ...]
+    sharded: TrainingState | None  # fsdp: the sharded models and optimizers, for checkpoints; None otherwise
+    build_policy: Callable[[], nn.Module]  # a fresh policy as loaded (the shell of a gathered copy under fsdp)
+    held: tuple[nn.Module, ...]  # every model this process holds (parameters per process in metrics.json)
 
 
 def setup_models(cfg: PPOConfig, acc, tokenizer) -> Models:
     """Policy, reference and critic hold fp32 weights and compute under the accelerator's autocast; the frozen reward
     model may be held in the compute dtype. With LoRA the reference is the policy with its adapters off. Policy and
     critic have their own AdamW and gradient clipping: given a rollout their updates are independent, so on a CPU
-    they can run side by side. The critic-free advantages load no critic."""
-    device = str(acc.device)
-    policy = checkpoint_activations(
-        load_causal_lm(cfg.policy, dtype="float32", device=device, lora=cfg.lora), cfg.gradient_checkpointing
-    )
+    they can run side by side. The critic-free advantages load no critic. Under fsdp every model is sharded
+    (an encoder reward model, which has no decoder layers to shard, stays whole) before its optimizer is made."""
+    device, sharded, mp = str(acc.device), shards(acc, cfg.distributed), precision(acc)
+
+    def build_policy() -> nn.Module:
+        return load_causal_lm(cfg.policy, dtype="float32", device=device, lora=cfg.lora)
+
+    policy = checkpoint_activations(build_policy(), cfg.gradient_checkpointing)
+    disable_dropout(policy)
+    if sharded and not fast_decoding(policy):
+        raise ConfigError(
+            f"distributed=fsdp rolls out with the project's decoder, which does not know model type "
+            f"{policy.config.model_type!r} (it knows llama, mistral, qwen2, qwen3): use distributed=ddp"
+        )
     reference = None
     if cfg.lora.r == 0:
         reference = load_causal_lm(cfg.policy, dtype="float32", device=device).eval().requires_grad_(False)
         disable_dropout(reference)
     dtype_name = str(compute_dtype(acc.mixed_precision)).removeprefix("torch.")
     reward, reward_stats = load_reward(cfg, tokenizer, acc.device, dtype=dtype_name)
-    disable_dropout(policy)
-    optimizers = [adamw(policy, learning_rate=cfg.learning_rate, weight_decay=0.0, eps=1e-5)]
     critic = None
     if cfg.advantage == "gae":
         critic_src, why = critic_start(cfg, reward)
@@ -369,12 +390,22 @@ def setup_models(cfg: PPOConfig, acc, tokenizer) -> Models:
             gradient_checkpointing=cfg.gradient_checkpointing,
         )
         disable_dropout(critic)
+    trained = [policy] if critic is None else [policy, critic]
+    frozen = [m for m in (reference, getattr(reward, "scorer", None)) if m is not None]
+    if sharded:
+        for model in trained:
+            shard(model, mixed_precision=mp)
+        for model in frozen:
+            shard_if_layered(model, mixed_precision=mp)
+    optimizers = [adamw(policy, learning_rate=cfg.learning_rate, weight_decay=0.0, eps=1e-5)]
+    if critic is not None:
         optimizers.append(adamw(critic, learning_rate=cfg.critic_lr, weight_decay=0.0, eps=1e-5))
     updates = cfg.iterations * cfg.ppo_epochs * (cfg.batch_size // cfg.minibatch_size)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda u: max(0.0, 1 - u / updates)) for o in optimizers]
-    if critic is None:
+    state = TrainingState(list(zip(trained, optimizers))) if sharded else None
+    if not sharded and critic is None:
         policy, *optimizers = acc.prepare(policy, *optimizers)
-    else:
+    elif not sharded:
         policy, critic, *optimizers = acc.prepare(policy, critic, *optimizers)
     acc.register_for_checkpointing(*schedulers)
     unwrapped = acc.unwrap_model(policy)
@@ -382,7 +413,18 @@ def setup_models(cfg: PPOConfig, acc, tokenizer) -> Models:
     def reference_model():
         return nullcontext(reference) if reference is not None else adapters_off(unwrapped, policy)
 
-    return Models(policy, critic, reference_model, reward, reward_stats, tuple(optimizers), tuple(schedulers))
+    return Models(
+        policy,
+        critic,
+        reference_model,
+        reward,
+        reward_stats,
+        tuple(optimizers),
+        tuple(schedulers),
+        state,
+        build_policy,
+        tuple(trained + frozen),
+    )
 
 
 def load_prompts(cfg: PPOConfig, tokenizer) -> tuple[list, list[list[int]]]:
@@ -448,7 +490,7 @@ def train(
         if cfg.target_kl
         else FixedKLController(cfg.kl_coef)
     )
-    start, state = resume_state(acc, out, resume=cfg.resume, total=iterations, unit="iteration")
+    start, state = resume_state(acc, out, resume=cfg.resume, total=iterations, unit="iteration", sharded=m.sharded)
     if state:
         kl_ctl.load_state_dict(state["kl_ctl"])
     if main:
@@ -473,22 +515,24 @@ def train(
                 [prompt_ids[i] for i in chosen], pad_id=tokenizer.pad_token_id, device=acc.device
             )
             unwrapped_policy.eval()
-            samples = sampler(
-                unwrapped_policy,
-                query,
-                query_mask,
-                max_new_tokens=cfg.max_new_tokens,
-                eos_id=tokenizer.eos_token_id,
-                pad_id=tokenizer.pad_token_id,
-                temperature=cfg.temperature,
-                top_p=cfg.top_p,
-                generator=torch.Generator(device=acc.device).manual_seed(cfg.seed * 100003 + it * world + rank),
-                dtype=compute_dtype(acc.mixed_precision),
-            )
+            with unsharded(unwrapped_policy) if m.sharded else nullcontext():  # fsdp: whole weights while decoding
+                samples = sampler(
+                    unwrapped_policy,
+                    query,
+                    query_mask,
+                    max_new_tokens=cfg.max_new_tokens,
+                    eos_id=tokenizer.eos_token_id,
+                    pad_id=tokenizer.pad_token_id,
+                    temperature=cfg.temperature,
+                    top_p=cfg.top_p,
+                    generator=torch.Generator(device=acc.device).manual_seed(cfg.seed * 100003 + it * world + rank),
+                    dtype=compute_dtype(acc.mixed_precision),
+                )
             t1 = time.perf_counter()
 
-            # 2. score: old and reference logprobs, values, task reward
-            with autocast(acc):
+            # 2. score: old and reference logprobs, values, task reward (fsdp: the mixed-precision policy is the
+            # cast, as in the update, so no autocast here either)
+            with autocast(acc) if m.sharded is None else nullcontext():
                 rollout = score_rollout(
                     samples,
                     query,
@@ -522,6 +566,7 @@ def train(
                 context=query.size(1),
                 kl_coef=kl_ctl.value,
                 cfg=cfg,
+                sharded=m.sharded,
             )
             t3 = time.perf_counter()
 
@@ -550,16 +595,20 @@ def train(
                 advice=f"The last good checkpoint is kept: {latest_checkpoint(out)}. Lower learning_rate "
                 f"(now {cfg.learning_rate}) or check the reward for NaN.",
             )
-            if evaluate is not None and main and (done % max(eval_every, 1) == 0 or done == iterations or it == 0):
-                unwrapped_policy.eval()
-                row.update(evaluate(done, unwrapped_policy))
+            if evaluate is not None and (done % max(eval_every, 1) == 0 or done == iterations or it == 0):
+                # on the main process; under fsdp on a gathered copy (every process takes part in that)
+                policy_now = trained_model(acc, m.policy, m.build_policy, sharded=m.sharded)
+                if main:
+                    row.update(evaluate(done, policy_now.eval()))
             if new_warnings := diagnostics.check(done, row):
                 row["warnings"] = new_warnings
             if done % cfg.logging_steps == 0 or done == iterations:
                 log.log(row)
             advance(status=f"reward {row['reward_mean']:.3f} kl {seq_kl:.3f}")
             if cfg.save_steps and done % cfg.save_steps == 0 and done < iterations:
-                save_checkpoint(acc, out, done, {"kl_ctl": kl_ctl.state_dict()}, keep=cfg.save_total_limit)
+                save_checkpoint(
+                    acc, out, done, {"kl_ctl": kl_ctl.state_dict()}, keep=cfg.save_total_limit, sharded=m.sharded
+                )
 
     # --- save ---
     rows = log.read() if main else []
@@ -569,12 +618,15 @@ def train(
         "resumed_from_step": start,
         "world_size": world,
         "mixed_precision": precision(acc),
+        "distributed": "fsdp" if m.sharded else "ddp",
+        **memory_report(acc, *m.held),
     }
     if rows:
         summary.update(mean_of_tenths(rows, reward="reward_mean", kl="kl"))
         summary.update({k: sum(r[k] for r in rows) for k in ("time_generation", "time_scoring", "time_update")})
+    final = trained_model(acc, m.policy, m.build_policy, sharded=m.sharded)  # fsdp: gathered on the main process
     if main:
-        save_model(unwrapped_policy, tokenizer, out, merge_lora=cfg.lora.merge)
+        save_model(final, tokenizer, out, merge_lora=cfg.lora.merge)
         log.summary(summary)
     acc.wait_for_everyone()
     acc.end_training()

@@ -294,6 +294,12 @@ class _LlamaDecoder:
         return logits
 
 
+def fast_decoding(model) -> bool:
+    """Whether `sample` decodes this model with its own decoder (which reads the weights and calls no module's
+    forward) rather than through transformers' cache."""
+    return _LlamaDecoder.supports(model)
+
+
 def sample(
     model,
     input_ids: Tensor,
@@ -319,7 +325,7 @@ def sample(
     # can be used in training
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype) if mixed else nullcontext():
         batch = input_ids.size(0)
-        if fast and _LlamaDecoder.supports(model):
+        if fast and fast_decoding(model):
             decoder = _LlamaDecoder(model, input_ids, attention_mask, max_new_tokens, dtype)
         else:
             decoder = _HFDecoder(model, input_ids, attention_mask, max_new_tokens)

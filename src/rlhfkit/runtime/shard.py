@@ -3,7 +3,7 @@
 We call PyTorch's `fully_shard` directly rather than through accelerate's FSDP plugin: the plugin is configured by
 environment variables or a launcher config file, while here one setting decides, the wrap unit (each decoder layer
 of `_no_split_modules`, then the root for embeddings, final norm and head) is explicit, and the same call can
-shard a frozen model that accelerate never prepares (PPO's reference and reward model, once PPO takes fsdp).
+shard a frozen model that accelerate never prepares (PPO's reference and reward model).
 
 Numerics (as in `runtime/dist.py`): the sharded parameters are fp32 master weights; with `mixed_precision=bf16` the
 FSDP mixed-precision policy gathers them as bf16 for each layer's forward and backward and reduces gradients in
@@ -13,7 +13,8 @@ fp32, so AdamW steps fp32 shards. A process group must exist (torchrun starts on
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,10 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if type(m).__name__ in names]
 
 
-def shard(model: nn.Module, *, mixed_precision: str = "fp32") -> nn.Module:
+def shard(model: nn.Module, *, mixed_precision: str = "fp32", frozen: bool = False) -> nn.Module:
     """Shard `model` in place over all processes: each decoder layer is one unit (gathered for its own forward and
-    backward, freed after), the root holds the rest."""
+    backward, freed after), the root holds the rest. A trained root stays gathered from its forward to its backward
+    (needed again at once); a `frozen` one has no backward to free it after, so it is freed after its forward."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     layers = decoder_layers(model)
@@ -44,8 +46,35 @@ def shard(model: nn.Module, *, mixed_precision: str = "fp32") -> nn.Module:
     policy = MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32 if low else None)
     for layer in layers:
         fully_shard(layer, mp_policy=policy)
-    fully_shard(model, mp_policy=policy, reshard_after_forward=False)  # the root is needed again at once
+    fully_shard(model, mp_policy=policy, reshard_after_forward=frozen)
     return model
+
+
+def shard_if_layered(model: nn.Module, *, mixed_precision: str = "fp32") -> bool:
+    """Shard a frozen model that has decoder layers (PPO's reference, its reward model); one without them (an encoder
+    whose classes name no `_no_split_modules`) stays whole on every process. Whether it was sharded."""
+    if not decoder_layers(model):
+        return False
+    shard(model, mixed_precision=mixed_precision, frozen=True)
+    return True
+
+
+@contextmanager
+def unsharded(model: nn.Module) -> Iterator[nn.Module]:
+    """Every weight of a sharded model gathered in full (in the mixed-precision policy's dtype) for a decoding loop,
+    and sharded again after: each process holds the whole model only while inside. The loop may run a different
+    number of steps on each process, so it must call no forward of a sharded unit (whose hooks are collective): the
+    project's fast decoder reads the weights directly. Every process must enter (the gather is collective)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for unit in units:
+        unit.unshard()
+    try:
+        yield model
+    finally:
+        for unit in units:
+            unit.reshard()
 
 
 def local_numel(model: nn.Module) -> int:
