@@ -11,6 +11,7 @@ inside functions (the CLI imports lazily).
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,9 @@ def imports_of(path: Path, root: Path) -> list[tuple[int, str]]:
                 base = ".".join(
                     package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
                 )
-            found += [(node.lineno, f"{base}.{alias.name}" if not node.module else base) for alias in node.names]
+            # `from rlhfkit import pipeline`, `from .. import config`: each name is a module of the package
+            names_are_modules = not node.module or base == "rlhfkit"
+            found += [(node.lineno, f"{base}.{alias.name}" if names_are_modules else base) for alias in node.names]
     return found
 
 
@@ -85,9 +88,24 @@ def test_imports_point_down_only():
         "def f():\n    from rlhfkit.pipeline import run_pipeline\n",  # lazily, inside a function
         "import rlhfkit.algorithms.ppo\n",
         "from ..models import load\n",  # relative
+        "from rlhfkit import pipeline\n",  # a module named after `import`
     ],
 )
 def test_a_back_edge_is_caught(tmp_path, source):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "bad.py").write_text(source)
     assert len(back_edges(tmp_path)) == 1
+
+
+def drawn_layers(doc: Path = PACKAGE.parents[1] / "docs" / "architecture.md") -> list[set[str]]:
+    """The layers of the drawing under "## Layers" in the architecture doc, lowest first (it draws them top down:
+    one row of names joined by "·", then two or more spaces and the description; "│" rows are the arrows)."""
+    section = doc.read_text(encoding="utf-8").split("\n## Layers\n", 1)[1]
+    block = section.split("```", 2)[1]
+    rows = [line.strip() for line in block.splitlines()[1:]]
+    names = [re.split(r"\s{2,}", row)[0] for row in rows if row and not row.startswith("│")]
+    return [{n.strip() for n in row.split("·")} for row in reversed(names)]
+
+
+def test_the_architecture_doc_draws_the_same_layers():
+    assert drawn_layers() == LAYERS
