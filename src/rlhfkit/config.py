@@ -103,7 +103,7 @@ class RunSettings:
 
 @dataclass
 class TrainSettings(RunSettings):
-    """Settings of the commands that train on a data file (SFT, reward model)."""
+    """Settings of the commands that train on a data file (SFT, reward model, DPO)."""
 
     at_least_one: ClassVar[tuple[str, ...]] = (*RunSettings.at_least_one, "max_length", "eval_batch_size")
 
