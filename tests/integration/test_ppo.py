@@ -698,6 +698,27 @@ def test_a_reward_model_with_another_tokenizer_sees_eos_only_after_finished_answ
     assert seen["answers"] == [text_ids + [tok.eos_token_id], text_ids]
 
 
+def test_the_critic_has_its_own_adamw_at_critic_learning_rate(tiny_lm, monkeypatch):
+    """setup_models gives the policy and the critic each an AdamW: the critic's steps its own parameters at
+    critic_learning_rate (the policy's at learning_rate); unset, the critic's follows learning_rate."""
+    from rlhfkit.algorithms.ppo import setup_models
+    from rlhfkit.config import PPOConfig
+    from rlhfkit.models.load import load_tokenizer
+    from rlhfkit.runtime.dist import make_accelerator
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    tok = load_tokenizer(str(tiny_lm), padding_side="left")
+    settings = dict(policy=str(tiny_lm), reward_fn="tests.integration.ppo_rewards:thanks", prompts_file="p")
+    for critic_lr, expected in ((3e-6, 3e-6), (None, 1e-4)):
+        cfg = PPOConfig(**settings, learning_rate=1e-4, critic_learning_rate=critic_lr)
+        m = setup_models(cfg, make_accelerator(device="cpu"), tok)
+        policy_opt, critic_opt = m.optimizers
+        assert {g["lr"] for g in policy_opt.param_groups} == {1e-4}
+        assert {g["lr"] for g in critic_opt.param_groups} == {expected}
+        stepped = {id(p) for g in critic_opt.param_groups for p in g["params"]}
+        assert stepped == {id(p) for p in m.critic.parameters() if p.requires_grad}
+
+
 def test_missing_eos_penalty_defaults_to_the_rewards_units():
     from rlhfkit.config import PPOConfig
 

@@ -166,3 +166,13 @@ def test_diagnostics_warn_with_likely_causes():
             it, {**row, "reward_mean": 0.1 * grow, "response_length": 10.0 + 2 * grow, "reward_length_corr": 0.95}
         )
     assert any("length_hacking" in s for s in said)
+
+
+def test_the_critic_warning_names_the_critics_learning_rate():
+    from rlhfkit.eval.diagnostics import Diagnostics
+
+    said: list[str] = []
+    diag = Diagnostics(target_kl=0.5, learning_rate=1e-4, critic_learning_rate=3e-6, emit=said.append)
+    row = dict(kl=0.1, value_explained_variance=0.01, reward_mean=0.0, response_length=10.0, reward_length_corr=0.0)
+    assert diag.check(10, row) == ["critic"]
+    assert "lower critic_learning_rate (now 3e-06)" in said[-1] and "0.0001" not in said[-1]
