@@ -763,7 +763,16 @@ def test_ppo_runs_start_at_zero_kl_with_the_hf_sampler_and_a_critic_from_the_pol
     """sampler=hf rolls out with transformers' generate (the scored logprobs still come from the update's own
     forward: KL 0 at the start); critic_init=policy starts the critic from the policy with a zero head even when a
     reward model is given, and says so."""
+    import rlhfkit.algorithms.ppo as ppo
+
     monkeypatch.syspath_prepend(str(ROOT))
+    hf_calls, real_hf_sample = [], ppo.hf_sample
+
+    def counted_hf_sample(*args, **kwargs):
+        hf_calls.append(1)
+        return real_hf_sample(*args, **kwargs)
+
+    monkeypatch.setattr(ppo, "hf_sample", counted_hf_sample)
     pairs = [{"prompt": q, "chosen": a + THANKS, "rejected": a} for q, a in QA]
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
     invoke(
@@ -794,6 +803,8 @@ def test_ppo_runs_start_at_zero_kl_with_the_hf_sampler_and_a_critic_from_the_pol
     rows = metric_rows(out)
     assert rows[0]["kl"] == 0.0 and rows[1]["kl"] != 0.0
     said = " ".join(output.output.split())
+    # every rollout of the run (32 episodes, 16 a batch) came from transformers' generate, and only with sampler=hf
+    assert len(hf_calls) == (2 if settings == ["sampler=hf"] else 0)
     if settings == ["critic_init=policy"]:
         assert "the critic starts from the policy with a zero head: critic_init=policy" in said
         # a zero head: every value 0, so before any critic update nothing of the return variance is explained
