@@ -531,10 +531,11 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def merge_settings(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `top`'s settings over it, section by section (nested mappings merge; anything else is replaced)."""
     out = dict(base)
     for k, v in top.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_settings(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -550,8 +551,8 @@ def load_config(
             raise ConfigError(f"{path}: {e}") from e
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-        values = _merge(values, loaded or {})
-    values = _merge(values, parse_overrides(overrides or []))
+        values = merge_settings(values, loaded or {})
+    values = merge_settings(values, parse_overrides(overrides or []))
     try:
         return build_config(cls, values)
     except ConfigError as e:

@@ -89,3 +89,16 @@ def test_shared_settings_are_declared_once():
     own = set(PPOConfig.__dict__.get("__annotations__", {}))
     assert shared <= {f.name for f in dataclasses.fields(PPOConfig)}
     assert own & shared <= {"output_dir", "batch_size", "learning_rate", "logging_steps", "mixed_precision", "lora"}
+
+
+def test_demo_config_is_the_yaml_then_the_bundled_paths_then_the_users_overrides(tmp_path):
+    from rlhfkit.demo.run import demo_config
+
+    cfg = demo_config(tmp_path, model="m", overrides=["num_samples=3", "ppo.learning_rate=1e-3"])
+    assert (cfg.output_dir, cfg.base_model, cfg.num_samples, cfg.pretrain_steps) == (str(tmp_path), "m", 3, 800)
+    assert cfg.train_file.endswith("helpdesk_train.jsonl") and cfg.heldout_file.endswith("helpdesk_heldout.jsonl")
+    assert cfg.ppo["learning_rate"] == "1e-3" and cfg.ppo["total_episodes"] == 3840  # a section merges
+    assert demo_config(tmp_path, model=None, overrides=["train_file=t.jsonl"]).train_file == "t.jsonl"
+    assert demo_config(tmp_path, model=None, overrides=[]).base_model == ""
+    with pytest.raises(ConfigError, match=r"pipeline\.yaml: unknown setting 'bogus'"):
+        demo_config(tmp_path, model=None, overrides=["bogus=1"])

@@ -82,16 +82,25 @@ def demo_hooks(cfg: DemoConfig) -> Hooks:
 
 
 def demo_config(out: Path, *, model: str | None, overrides: list[str]) -> DemoConfig:
-    from rlhfkit.config import load_config
+    """demo/pipeline.yaml, then the bundled data paths and output directory (and the model, if given), then the
+    user's `key=value` overrides: later wins."""
+    import yaml
 
-    fixed = [
-        f"output_dir={out}",
-        f"train_file={data_path('helpdesk_train.jsonl')}",
-        f"heldout_file={data_path('helpdesk_heldout.jsonl')}",
-    ]
+    from rlhfkit.config import ConfigError, build_config, merge_settings, parse_overrides
+
+    path = Path(__file__).with_name("pipeline.yaml")
+    fixed = {
+        "output_dir": str(out),
+        "train_file": data_path("helpdesk_train.jsonl"),
+        "heldout_file": data_path("helpdesk_heldout.jsonl"),
+    }
     if model:
-        fixed.append(f"base_model={model}")
-    return load_config(DemoConfig, str(Path(__file__).with_name("pipeline.yaml")), [*fixed, *overrides])
+        fixed["base_model"] = model
+    values = {**yaml.safe_load(path.read_text(encoding="utf-8")), **fixed}
+    try:
+        return build_config(DemoConfig, merge_settings(values, parse_overrides(overrides)))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def run_demo(out: Path, *, model: str | None = None, overrides: list[str] | None = None) -> dict:
