@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import threading
 import time
@@ -252,6 +253,38 @@ def test_the_login_form_has_the_apis_limits(app, make_user, monkeypatch):
     assert res.status_code in (400, 422) and hashed == []  # the form parser's field cap, or the API's model
     res = client.post("/login", data={"csrf_token": token, "name": "bob", "password": "p" * 5000})
     assert res.status_code == 422 and hashed == []
+
+
+def test_the_login_form_backs_off_like_the_api_with_the_same_limiter(app, make_user, monkeypatch):
+    """5 wrong passwords for one name from one address, by form and API together, then 429 on both (the right
+    password too); another name from that address still gets its own tries."""
+    make_user("bob")
+    now = [time.monotonic()]  # frozen: a slow hash on a loaded machine must not outlast the 1 s backoff
+    for limiter in (app.state.login_by_name, app.state.login_by_address):
+        monkeypatch.setattr(limiter, "clock", lambda: now[0])
+    browser = TestClient(app, client=("198.51.100.20", 4000))
+    token = re.search(r'name="csrf_token" value="([^"]+)"', browser.get("/login").text).group(1)
+
+    def form(name: str, password: str):
+        data = {"csrf_token": token, "name": name, "password": password}
+        return browser.post("/login", data=data, follow_redirects=False)
+
+    def api(name: str, password: str) -> int:
+        body = {"name": name, "password": password}
+        return browser.post("/api/v1/login", json=body, headers={"X-CSRF-Token": token}).status_code
+
+    wrong = [form("bob", "wrong password") for _ in range(3)]
+    assert [r.status_code for r in wrong] == [401] * 3 and "Wrong name or password." in wrong[0].text
+    assert [api("bob", "wrong password") for _ in range(2)] == [401] * 2  # the API's failures count for the form
+    refused = form("bob", "wrong password")
+    assert refused.status_code == 429 and "too many failed logins" in refused.text
+    assert refused.headers["retry-after"] == "1" and refused.headers["content-type"].startswith("text/html")
+    assert form("bob", PASSWORD).status_code == 429  # even the right password waits now
+    assert api("bob", PASSWORD) == 429
+    assert form("cy", "wrong password").status_code == 401  # per name: others from this address still try
+    now[0] += 1.5  # the backoff is over: the right password gets in
+    res = form("bob", PASSWORD)
+    assert res.status_code == 303 and res.headers["location"] == "/"
 
 
 # --- 4. expired leases ---
