@@ -126,6 +126,36 @@ def test_disable_user_command_ends_sessions(app, db_url, make_user):
     assert login(app, "bob").get("/api/v1/me").status_code == 200
 
 
+@pytest.mark.parametrize("how", ["api", "admin page", "command"])
+def test_disabling_a_person_returns_their_leased_items_to_the_queue(app, admin, make_user, db_url, how):
+    """README: a disabled person's leased items go back to the queue at once (not when the lease runs out); other
+    people's leases stay."""
+    from rlhfkit.cli import app as cli
+
+    pid = project_with(admin, [{"prompt": f"q{i}", "responses": ["a", "b"]} for i in range(2)], overlap=1)
+    bob_user = make_user("bob")
+    for name in ("cy", "dee", "eve"):
+        make_user(name)
+    bob, cy, dee, eve = (login(app, n) for n in ("bob", "cy", "dee", "eve"))
+    held = bob.post(f"/api/v1/projects/{pid}/next").json()
+    kept = dee.post(f"/api/v1/projects/{pid}/next").json()
+    assert held["assignment_id"] and kept["assignment_id"] and held["prompt"] != kept["prompt"]
+    assert cy.post(f"/api/v1/projects/{pid}/next").json()["assignment_id"] is None  # both items leased
+    if how == "api":
+        assert admin.post(f"/api/v1/users/{bob_user.id}/disable").status_code == 200
+    elif how == "admin page":
+        assert admin.post(f"/admin/users/{bob_user.id}/disable", follow_redirects=False).status_code == 303
+    else:
+        res = CliRunner().invoke(cli, ["annotate", "disable-user", "bob", "--db", db_url])
+        assert res.exit_code == 0, res.output
+    freed = cy.post(f"/api/v1/projects/{pid}/next").json()
+    assert freed["assignment_id"] and freed["prompt"] == held["prompt"]  # bob's item, long before its lease ran out
+    assert eve.post(f"/api/v1/projects/{pid}/next").json()["assignment_id"] is None  # dee's lease still holds
+    assert cy.post(f"/api/v1/assignments/{freed['assignment_id']}/submit", json={"label": "a"}).status_code == 201
+    assert dee.post(f"/api/v1/assignments/{kept['assignment_id']}/submit", json={"label": "b"}).status_code == 201
+    assert len(admin.get(f"/api/v1/projects/{pid}/export?format=comparisons").json()) == 2
+
+
 def test_a_deleted_persons_cookie_does_not_become_the_next_persons(app, admin, make_user):
     bob_user = make_user("bob")
     bob = login(app, "bob")
