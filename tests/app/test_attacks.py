@@ -167,6 +167,33 @@ def test_a_deleted_persons_cookie_does_not_become_the_next_persons(app, admin, m
     assert bob.get("/api/v1/me").status_code == 401
 
 
+@pytest.mark.parametrize("secure", [True, False])
+def test_secure_cookies_marks_the_session_cookie_secure(tmp_path, monkeypatch, secure):
+    """`rlhf annotate serve --secure-cookies` (behind TLS): browsers send the session cookie over HTTPS only;
+    without the flag the cookie has no Secure attribute (plain HTTP on localhost keeps working)."""
+    from http.cookies import SimpleCookie
+
+    import uvicorn
+
+    from rlhfkit.cli import app as cli
+
+    db = str(tmp_path / "team.db")
+    with open_db(db)() as s:
+        service.create_user(s, "bob", PASSWORD, "annotator")
+    served_apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served_apps.append(app))
+    res = CliRunner().invoke(cli, ["annotate", "serve", "--db", db, *(["--secure-cookies"] if secure else [])])
+    assert res.exit_code == 0, res.output
+    client = TestClient(served_apps[0], base_url="https://testserver")
+    token = client.get("/api/v1/csrf").json()["csrf_token"]
+    res = client.post("/api/v1/login", json={"name": "bob", "password": PASSWORD}, headers={"X-CSRF-Token": token})
+    assert res.status_code == 200, res.text
+    cookies = [SimpleCookie(h) for h in res.headers.get_list("set-cookie")]
+    session = [c["rlhfkit_session"] for c in cookies if "rlhfkit_session" in c]
+    assert len(session) == 1 and session[0]["httponly"] and session[0]["samesite"].lower() == "lax"
+    assert bool(session[0]["secure"]) is secure
+
+
 # --- 3. the login limiter ---
 
 
