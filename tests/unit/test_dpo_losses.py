@@ -81,3 +81,56 @@ def test_discounted_returns_by_hand():
     rewards, mask = t([[1.0, 0.0, 2.0, 9.0]]), t([[1.0, 1.0, 1.0, 0.0]])
     # G2 = 2, G1 = 0 + 0.5 * 2 = 1, G0 = 1 + 0.5 * 1 = 1.5; nothing after the mask
     torch.testing.assert_close(discounted_returns(rewards, mask, gamma=0.5), t([[1.5, 1.0, 2.0, 0.0]]), rtol=0, atol=0)
+
+
+def test_rpo_adds_the_winners_per_token_nll_by_hand():
+    """preference_losses with rpo_alpha: each item's mean DPO loss over its judgements plus alpha x the mean, over its
+    decisive judgements (ties have no winner), of the winner's NLL per token."""
+    from rlhfkit.algorithms.dpo import Example, preference_losses
+    from rlhfkit.config import DPOConfig
+    from rlhfkit.data.preferences import Judgement
+
+    def judged(a, b, p_a, p_b, p_tie):
+        return Judgement(a, b, p_a, p_b, p_tie, votes=3)
+
+    examples = [
+        # a 3-way item: 0 beats 1; 1 and 2 tie; 0 over 2 by 2 votes to 1 (a soft target, still decisive: 0 wins)
+        Example(
+            [1],
+            ([2, 3], [4, 5, 6], [7, 8, 9]),
+            (judged(0, 1, 1, 0, 0), judged(1, 2, 0, 0, 1), judged(0, 2, 2 / 3, 1 / 3, 0)),
+        ),
+        Example([1], ([2, 3, 4, 5], [6]), (judged(0, 1, 0, 1, 0),)),  # the second answer (b) wins
+        Example([1], ([2], [3]), (judged(0, 1, 0, 0, 1),)),  # a tie alone: no NLL term
+    ]
+    logp = [-4.0, -6.0, -9.0, -2.0, -3.0, -1.0, -1.5]
+    ref = [-5.0, -5.0, -8.0, -2.5, -2.0, -1.2, -1.0]
+    lengths = [2, 3, 3, 4, 1, 1, 1]
+    beta, alpha = 0.1, 0.5
+
+    def dpo(a, b, p_a, p_tie):  # -(q log sigmoid(beta h) + (1 - q) log sigmoid(-beta h)), q = p_a + p_tie / 2
+        h = (logp[a] - ref[a]) - (logp[b] - ref[b])
+        q = p_a + p_tie / 2
+        return q * math.log(1 + math.exp(-beta * h)) + (1 - q) * math.log(1 + math.exp(beta * h))
+
+    # item 0: winner 0 twice (NLL 4 / 2 tokens = 2 each, mean 2); item 1: answer 4 wins (3 / 1 token); item 2: none
+    dpo_part = [
+        (dpo(0, 1, 1, 0) + dpo(1, 2, 0, 1) + dpo(0, 2, 2 / 3, 0)) / 3,
+        dpo(3, 4, 0, 0),
+        dpo(5, 6, 0, 1),
+    ]
+    expected = [dpo_part[0] + alpha * 2.0, dpo_part[1] + alpha * 3.0, dpo_part[2]]
+    logps = torch.tensor(logp, requires_grad=True)
+    losses, stats = preference_losses(logps, t(ref), t(lengths), examples, DPOConfig(beta=beta, rpo_alpha=alpha))
+    torch.testing.assert_close(losses, t(expected), rtol=0, atol=1e-6)
+    assert stats["decisive"].item() == 3
+    close(stats["logps_chosen"].item(), -4.0 - 4.0 - 3.0)
+    plain, _ = preference_losses(logps, t(ref), t(lengths), examples, DPOConfig(beta=beta))  # rpo_alpha 0: DPO alone
+    torch.testing.assert_close(plain, t(dpo_part), rtol=0, atol=1e-6)
+    # the term is differentiated: d/dlogp of alpha x mean NLL per token is -alpha / length / decisive judgements
+    (grad,) = torch.autograd.grad((losses - plain).sum(), logps)
+    torch.testing.assert_close(grad, t([-alpha * (1 / 2 + 1 / 2) / 2, 0, 0, 0, -alpha, 0, 0]), rtol=0, atol=1e-6)
+    # on top of any preference loss: IPO plus the same NLL
+    ipo, _ = preference_losses(logps, t(ref), t(lengths), examples, DPOConfig(beta=beta, loss="ipo", rpo_alpha=alpha))
+    ipo_plain, _ = preference_losses(logps, t(ref), t(lengths), examples, DPOConfig(beta=beta, loss="ipo"))
+    torch.testing.assert_close(ipo - ipo_plain, t([alpha * 2.0, alpha * 3.0, 0.0]), rtol=0, atol=1e-6)
