@@ -1,13 +1,15 @@
 """rlhf ppo's critic-free paths against hand values and naive loops: advantages_and_returns for advantage=reinforce_pp,
-rloo and grpo on a small hand-built rollout."""
+rloo and grpo on a small hand-built rollout, and GRPO's k3 KL term in policy_loss on a module with fixed logits."""
 
 import math
 import statistics
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 
-from rlhfkit.algorithms.ppo import Rollout, advantages_and_returns
+from rlhfkit.algorithms.ppo import Rollout, advantages_and_returns, policy_loss
 from rlhfkit.config import PPOConfig
 
 t = torch.tensor
@@ -116,3 +118,62 @@ def test_grpo_by_a_naive_loop():
     check(returns, [[0.0] * 3] * 6, atol=0)
     # kl_coef does not reach GRPO's advantages
     check(advantages_and_returns(rollout(), kl_coef=5.0, cfg=cfg)[1], per_sequence(norm))
+
+
+class FixedLogits(nn.Module):
+    """A policy whose logits at each position are a row of `table` picked by the token there."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = nn.Parameter(table)
+
+    def forward(self, input_ids, attention_mask, position_ids, use_cache, logits_to_keep):
+        return SimpleNamespace(logits=self.table[input_ids][:, -logits_to_keep:])
+
+
+def policy_and_rollout():
+    """Two responses of 2 tokens to one-token prompts: row 0 = (0 | 1, 2), row 1 = (3 | 4, then 5 after EOS).
+    The policy gives token 1 after 0 probability 0.5, token 2 after 1 0.25, token 4 after 3 0.5 and token 5 after 4
+    about e^-1000 (its log-probability is -1000: k3 of it against the zero reference logprob after EOS is inf)."""
+    log = math.log
+    table = torch.zeros(6, 6)
+    table[0] = t([log(p) for p in (0.1, 0.5, 0.1, 0.1, 0.1, 0.1)])
+    table[1] = t([log(p) for p in (0.15, 0.15, 0.25, 0.15, 0.15, 0.15)])
+    table[3] = t([log(p) for p in (0.1, 0.1, 0.1, 0.1, 0.5, 0.1)])
+    table[4, 5] = -1000.0
+    ids = t([[0, 1, 2], [3, 4, 5]])
+    old = t([[log(0.5), log(0.25)], [log(0.5), 0.0]])  # the policy's own: ratio 1
+    ref = t([[log(0.25), log(0.5)], [log(0.5), 0.0]])
+    mask = t([[1, 1], [1, 0]])
+    attention = t([[1, 1, 1], [1, 1, 0]])
+    data = Rollout(ids, attention, t([[0, 1, 2], [0, 1, 2]]), mask, old, ref, torch.zeros(2, 2), None, None)
+    return FixedLogits(table), data, table
+
+
+def test_grpo_policy_loss_adds_kl_coef_times_the_k3_token_mean_by_hand():
+    policy, data, table = policy_and_rollout()
+    advantages = t([[1.0, 1.0], [-0.5, 0.0]])
+    cfg = PPOConfig(advantage="grpo", temperature=1.0, cliprange=0.2)
+    idx = torch.arange(2)
+    loss, stats = policy_loss(policy, data, advantages, idx, context=1, cfg=cfg, kl_coef=0.3)
+    # k3 = ref/pi - 1 - log(ref/pi): ref/pi = 0.5 -> log 2 - 0.5; ref/pi = 2 -> 1 - log 2; ref/pi = 1 -> 0;
+    # the token after EOS does not count. Token mean: 0.5 / 3
+    kl = ((math.log(2) - 0.5) + (1 - math.log(2)) + 0.0) / 3
+    pg = -(1.0 + 1.0 - 0.5) / 3  # ratio 1: minus the token mean of the advantages
+    assert stats["kl_loss"].item() == pytest.approx(kl, abs=1e-6, rel=0)
+    assert stats["pg_loss"].item() == pytest.approx(pg, abs=1e-6, rel=0)
+    assert loss.item() == pytest.approx(pg + 0.3 * kl, abs=1e-6, rel=0)
+    # its gradient: d(0.3 x mean k3)/d logpi_t = 0.3 / 3 x (1 - ref/pi), and d logpi(y)/d logits = onehot(y) - pi
+    (with_kl,) = torch.autograd.grad(loss, policy.table)
+    loss0, _ = policy_loss(policy, data, advantages, idx, context=1, cfg=cfg, kl_coef=0.0)
+    (without,) = torch.autograd.grad(loss0, policy.table)
+    expected = torch.zeros(6, 6)
+    probs = table.softmax(dim=-1)
+    expected[0] = 0.1 * (1 - 0.5) * (torch.eye(6)[1] - probs[0])
+    expected[1] = 0.1 * (1 - 2.0) * (torch.eye(6)[2] - probs[1])
+    torch.testing.assert_close(with_kl - without, expected, rtol=0, atol=1e-6)  # finite: the inf token is masked
+    # the other critic-free methods keep the KL in the reward, not in the loss
+    other, stats = policy_loss(
+        policy, data, advantages, idx, context=1, cfg=PPOConfig(advantage="rloo", temperature=1.0), kl_coef=0.3
+    )
+    assert "kl_loss" not in stats and other.item() == pytest.approx(pg, abs=1e-6, rel=0)
