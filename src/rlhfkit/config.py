@@ -264,7 +264,11 @@ class PPOConfig(RunSettings):
     )
 
     policy: str = ""
-    """The starting policy (usually the SFT model): a model directory or hub id. Also the frozen reference."""
+    """The starting policy (usually the SFT model): a model directory or hub id. Also the frozen reference unless
+    `reference` names another."""
+    reference: str = ""
+    """The frozen KL reference, when it is not the starting policy: e.g. the SFT model, when a later round of RLHF
+    starts from the previous round's policy. Empty: the policy (with LoRA, the policy's base with adapters off)."""
     reward_model: str = ""
     """Reward-model directory (rlhf reward train); give this or reward_fn."""
     reward_fn: str = ""

@@ -369,9 +369,9 @@ def setup_models(cfg: PPOConfig, acc, tokenizer) -> Models:
             f"{policy.config.model_type!r} (it knows llama, mistral, qwen2, qwen3): use distributed=ddp"
         )
     reference = None
-    if cfg.lora.r == 0:
-        reference = load_causal_lm(cfg.policy, dtype="float32", device=device).eval().requires_grad_(False)
-        disable_dropout(reference)
+    if cfg.lora.r == 0 or cfg.reference:  # else LoRA's base with the adapters off
+        reference = load_causal_lm(cfg.reference or cfg.policy, dtype="float32", device=device)
+        disable_dropout(reference.eval().requires_grad_(False))
     dtype_name = str(compute_dtype(acc.mixed_precision)).removeprefix("torch.")
     reward, reward_stats = load_reward(cfg, tokenizer, acc.device, dtype=dtype_name)
     critic = None
@@ -458,15 +458,13 @@ def advantages_and_returns(rollout: Rollout, *, kl_coef: float, cfg: PPOConfig) 
     return kl_tokens, whiten_advantages(advantages, mask), returns
 
 
-def train(
-    cfg: PPOConfig, *, evaluate: Callable[[int, nn.Module], dict[str, float]] | None = None, eval_every: int = 0
-) -> dict[str, Any]:
-    """Run PPO. `evaluate(iteration, policy)`, if given, is called on the main process after the first iteration
-    and every `eval_every` iterations (and at the end); what it returns is logged in that iteration's row."""
-    # --- setup ---
+def start_run(cfg: PPOConfig):
+    """Check the settings and that every batch splits over the processes, seed every generator; the accelerator."""
+    from accelerate.utils import set_seed
+
     cfg.validate()
     acc = make_accelerator(device=cfg.device, mixed_precision=cfg.mixed_precision)
-    world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
+    world = acc.num_processes
     if cfg.batch_size % world or cfg.minibatch_size % world or (cfg.minibatch_size // world) % cfg.grad_accum:
         raise ConfigError(
             f"batch_size ({cfg.batch_size}) and minibatch_size ({cfg.minibatch_size}) must split "
@@ -477,9 +475,46 @@ def train(
         raise ConfigError(
             f"batch_size / num_generations ({prompts_per_rollout} prompts) must split evenly over {world} processes"
         )
-    from accelerate.utils import set_seed
-
     set_seed(cfg.seed)
+    return acc
+
+
+def rollout_prompts(iteration: int, *, n: int, cfg: PPOConfig, rank: int, world: int) -> list[int]:
+    """This process's prompt indices of one rollout, each repeated num_generations times (side by side)."""
+    per_rollout = cfg.batch_size // cfg.num_generations
+    chosen = step_indices(iteration, n=n, batch_size=per_rollout, seed=cfg.seed)[rank::world]
+    return [i for i in chosen for _ in range(cfg.num_generations)]
+
+
+def sample_responses(policy: nn.Module, query: Tensor, query_mask: Tensor, iteration: int, *, acc, cfg, tokenizer):
+    """One response per left-padded query from the policy as it is now (fsdp: its weights gathered while decoding),
+    from a generator seeded by the iteration and the process."""
+    sampler = sample if cfg.sampler == "rlhfkit" else hf_sample
+    seed = cfg.seed * 100003 + iteration * acc.num_processes + acc.process_index
+    policy.eval()
+    with unsharded(policy) if shards(acc, cfg.distributed) else nullcontext():
+        return sampler(
+            policy,
+            query,
+            query_mask,
+            max_new_tokens=cfg.max_new_tokens,
+            eos_id=tokenizer.eos_token_id,
+            pad_id=tokenizer.pad_token_id,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            generator=torch.Generator(device=acc.device).manual_seed(seed),
+            dtype=compute_dtype(acc.mixed_precision),
+        )
+
+
+def train(
+    cfg: PPOConfig, *, evaluate: Callable[[int, nn.Module], dict[str, float]] | None = None, eval_every: int = 0
+) -> dict[str, Any]:
+    """Run PPO. `evaluate(iteration, policy)`, if given, is called on the main process after the first iteration
+    and every `eval_every` iterations (and at the end); what it returns is logged in that iteration's row."""
+    # --- setup ---
+    acc = start_run(cfg)
+    world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
     out, iterations = Path(cfg.output_dir), cfg.iterations
     tokenizer = load_tokenizer(cfg.policy, padding_side="left")
     prompts, prompt_ids = load_prompts(cfg, tokenizer)
@@ -501,7 +536,6 @@ def train(
         target_kl=cfg.target_kl, learning_rate=cfg.learning_rate, critic_learning_rate=cfg.critic_lr, emit=acc.print
     )
     local_batch, local_mb = cfg.batch_size // world, cfg.minibatch_size // world
-    sampler = sample if cfg.sampler == "rlhfkit" else hf_sample
     overlap = cfg.overlap_critic and acc.device.type == "cpu" and world == 1
 
     # --- loop ---
@@ -509,25 +543,11 @@ def train(
         for it in range(start, iterations):
             t0 = time.perf_counter()
             # 1. rollout: num_generations responses per prompt (side by side), from the policy as it is now
-            chosen = step_indices(it, n=len(prompts), batch_size=prompts_per_rollout, seed=cfg.seed)[rank::world]
-            chosen = [i for i in chosen for _ in range(cfg.num_generations)]
+            chosen = rollout_prompts(it, n=len(prompts), cfg=cfg, rank=rank, world=world)
             query, query_mask = pad_left(
                 [prompt_ids[i] for i in chosen], pad_id=tokenizer.pad_token_id, device=acc.device
             )
-            unwrapped_policy.eval()
-            with unsharded(unwrapped_policy) if m.sharded else nullcontext():  # fsdp: whole weights while decoding
-                samples = sampler(
-                    unwrapped_policy,
-                    query,
-                    query_mask,
-                    max_new_tokens=cfg.max_new_tokens,
-                    eos_id=tokenizer.eos_token_id,
-                    pad_id=tokenizer.pad_token_id,
-                    temperature=cfg.temperature,
-                    top_p=cfg.top_p,
-                    generator=torch.Generator(device=acc.device).manual_seed(cfg.seed * 100003 + it * world + rank),
-                    dtype=compute_dtype(acc.mixed_precision),
-                )
+            samples = sample_responses(unwrapped_policy, query, query_mask, it, acc=acc, cfg=cfg, tokenizer=tokenizer)
             t1 = time.perf_counter()
 
             # 2. score: old and reference logprobs, values, task reward (fsdp: the mixed-precision policy is the
