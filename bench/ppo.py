@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import matmul_peak, run_measured, smollm2_dir, train_flops_per_token, write_jsonl  # noqa: E402
+from common import V1, matmul_peak, run_measured, smollm2_dir, train_flops_per_token, write_jsonl  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -154,7 +154,6 @@ def setup(model: str, work: Path) -> dict:
         )
     import torch
 
-    from rlhfkit.demo import data_path
     from rlhfkit.models.load import load_tokenizer, save_model
     from rlhfkit.models.reward import load_reward_model
 
@@ -162,7 +161,7 @@ def setup(model: str, work: Path) -> dict:
     tok = load_tokenizer(str(policy))
     torch.manual_seed(0)
     save_model(load_reward_model(str(policy), tokenizer=tok, device="cpu"), tok, work / "reward")
-    rows = [json.loads(x) for x in Path(data_path("helpdesk_train.jsonl")).read_text().splitlines()]
+    rows = [json.loads(x) for x in V1 / "train.jsonl".read_text().splitlines()]
     return dict(
         policy=policy,
         reward=work / "reward",

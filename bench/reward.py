@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_jsonl  # noqa: E402
+from common import V1, write_jsonl  # noqa: E402
 
 HERE = Path(__file__).parent
 POLITE = [
@@ -56,17 +56,16 @@ def politeness_pairs(n: int, seed: int) -> list[dict]:
 def helpdesk_pairs(*, held_out: bool, per_question: int, seed: int) -> list[dict]:
     """Questions of the bundled help desk with the experts' answer preferred to an answer (in the same style) about
     another fact: the model must read the question to tell them apart."""
-    from rlhfkit.demo import data_path
 
     rng = random.Random(seed)
-    rows = [json.loads(x) for x in Path(data_path("helpdesk_train.jsonl")).read_text().splitlines()]
+    rows = [json.loads(x) for x in V1 / "train.jsonl".read_text().splitlines()]
     rows = [r for r in rows if r["style"] != "wrong"]
     by_style: dict[str, dict[str, str]] = {}
     for r in rows:
         by_style.setdefault(r["style"], {})[r["fact"]] = r["completion"]
     questions = rows
     if held_out:
-        questions = [json.loads(x) for x in Path(data_path("helpdesk_heldout.jsonl")).read_text().splitlines()]
+        questions = [json.loads(x) for x in V1 / "heldout.jsonl".read_text().splitlines()]
     pairs = []
     for q in questions:
         answers = by_style.get(q.get("style", "plain"), by_style["plain"])

@@ -1,5 +1,6 @@
-"""Writes the small help-desk files the README's "Start from a real model" commands use, from the demo company's
-bundled data (Lumen & Pike, written for rlhfkit): python examples/helpdesk/build.py
+"""Writes the small help-desk files the README's "Start from a real model" commands use, from the first version of
+the demo company's questions (Lumen & Pike, written for rlhfkit), kept in lumen_pike_v1/ so that these files and the
+numbers measured on them stay as they are while the demo's own data grows: python examples/helpdesk/build.py
 
 - sft_train.jsonl / sft_eval.jsonl: questions with the experts' plainly worded answers; eval holds the wordings the
   demo never trains on.
@@ -14,13 +15,11 @@ import json
 import random
 from pathlib import Path
 
-from rlhfkit.demo import data_path
-
 HERE = Path(__file__).parent
 
 
 def rows(name: str) -> list[dict]:
-    return [json.loads(x) for x in Path(data_path(name)).read_text().splitlines()]
+    return [json.loads(x) for x in (HERE / "lumen_pike_v1" / name).read_text().splitlines()]
 
 
 def write(name: str, records: list[dict]) -> None:
@@ -29,8 +28,8 @@ def write(name: str, records: list[dict]) -> None:
 
 def main() -> None:
     rng = random.Random(0)
-    train = [r for r in rows("helpdesk_train.jsonl") if r["style"] == "plain"]
-    heldout = rows("helpdesk_heldout.jsonl")
+    train = [r for r in rows("train.jsonl") if r["style"] == "plain"]
+    heldout = rows("heldout.jsonl")
     answer = {r["fact"]: r["completion"] for r in train + heldout}
     facts = sorted(answer)
 

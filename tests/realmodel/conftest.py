@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_jsonl
+from tests.conftest import ROOT, write_jsonl
 
 
 def cache_root() -> Path:
@@ -44,9 +44,9 @@ def smollm2() -> Path:
 def helpdesk(tmp_path_factory) -> dict[str, Path]:
     """40 bundled help-desk questions with plainly worded gold answers, one per fact, and held-out questions about
     the same facts worded differently; preference pairs that prefer the right fact to a swapped one."""
-    from rlhfkit.demo import data_path
+    v1 = ROOT / "examples" / "helpdesk" / "lumen_pike_v1"  # the demo's first questions, frozen for these tests
 
-    rows = [json.loads(x) for x in Path(data_path("helpdesk_train.jsonl")).read_text().splitlines()]
+    rows = [json.loads(x) for x in (v1 / "train.jsonl").read_text().splitlines()]
     plain = [r for r in rows if r["style"] == "plain"]
     train, seen = [], set()
     for r in plain:  # one question per fact first, then more questions
@@ -56,7 +56,7 @@ def helpdesk(tmp_path_factory) -> dict[str, Path]:
     train += [r for r in plain if r not in train][: max(0, 40 - len(train))]
     train = train[:40]
     facts = {r["fact"] for r in train}
-    heldout = [json.loads(x) for x in Path(data_path("helpdesk_heldout.jsonl")).read_text().splitlines()]
+    heldout = [json.loads(x) for x in (v1 / "heldout.jsonl").read_text().splitlines()]
     heldout = [r for r in heldout if r["fact"] in facts and r.get("style", "plain") == "plain"][:12]
     root = tmp_path_factory.mktemp("helpdesk")
     answer = {r["fact"]: r["completion"] for r in train}
