@@ -37,9 +37,19 @@ class PipelineConfig:
     """Questions with gold answers for SFT (prompt/completion or messages); their prompts are also sampled and ranked
     for the reward model, and used for PPO."""
     heldout_file: str = ""
-    """Held-out questions with gold answers, never trained on: the evaluation set."""
+    """Test questions with gold answers, never trained on and never used to choose a setting: the reported
+    evaluation (report.html, summary.json)."""
+    validation_file: str = ""
+    """Validation questions with gold answers, never trained on: SFT's eval loss and the evaluation curve during PPO,
+    the numbers to choose settings by. Empty: the heldout_file serves (then settings chosen by those curves are
+    chosen on the test questions; the run says so)."""
     rankings_file: str = ""
-    """Human rankings of the sampled answers (`rlhf annotate export --format rankings`, or pairs/comparisons)."""
+    """Human rankings of the sampled answers (`rlhf annotate export --format rankings`, or pairs/comparisons). With
+    several rounds, a name with `{round}` in it, e.g. exports/round{round}.jsonl: each round's file."""
+    rounds: int = 1
+    """Rounds of RLHF: round k+1 samples answers from round k's PPO policy, gets them ranked, retrains the reward
+    model on the rankings of every round so far, and runs PPO again from round k's policy, its KL reference still
+    the SFT model. The other methods run in round 1."""
     num_samples: int = 4
     """Answers sampled per training prompt for ranking."""
     sample_temperatures: str = "1.0"
@@ -49,6 +59,10 @@ class PipelineConfig:
     """Longest answer sampled, in PPO and in evaluation."""
     rm_eval_share: float = 0.15
     """Share of ranked prompts kept out of reward-model training to measure its accuracy."""
+    hard_negatives: int = 0
+    """Per ranked prompt, also put its gold answer and this many gold answers of other training questions (fluent,
+    but about another fact) among the answers to rank: comparisons that teach the reward model which fact answers
+    which question, which the policy's own samples rarely show it."""
     sft: dict[str, Any] = field(default_factory=dict)
     """Settings for the SFT stage (rlhf sft names)."""
     reward: dict[str, Any] = field(default_factory=dict)
@@ -92,9 +106,10 @@ class PipelineConfig:
 class Judge(Protocol):
     """Knows the right answers to the held-out questions (a person's rubric, or the demo's simulated one)."""
 
-    def assess(self, question: str, answer: str) -> dict[str, bool]:
+    def assess(self, question: str, answer: str) -> dict[str, bool | None]:
         """Named properties of one answer, e.g. {"fact_accuracy": True, "courteous": False}; the evaluation
-        reports the share of answers with each."""
+        reports the share of answers with each, among those for which it is not None (a property that does not
+        apply to this question, e.g. fact accuracy where the handbook has no answer)."""
 
     def compare(self, question: str, answer_a: str, answer_b: str) -> str:
         """ "a", "b" or "tie"."""
@@ -110,6 +125,9 @@ class Hooks:
     """Rank the samples ({"prompt", "responses"} records) into rankings records (used when rankings_file is empty)."""
     judge: Judge | None = None
     """Judges held-out answers: win rates and answer properties in the evaluation and report."""
+    probes: Callable[[], dict[str, list[dict]]] | None = None
+    """Preference pairs ({"prompt", "chosen", "rejected"}) by kind, e.g. {"swapped_fact": [...], "style": [...]},
+    on which the reward model's accuracy is reported per kind (what it knows, beside its overall accuracy)."""
 
 
 def _stage(out: Path, name: str, run: Callable[[], Any], log: Callable[[str], None]) -> None:
@@ -137,7 +155,12 @@ def stage_configs(cfg: PipelineConfig, base: str) -> tuple[SFTConfig, RewardConf
     out = Path(cfg.output_dir)
     sft = _stage_config(
         SFTConfig,
-        {"model": base, "train_file": cfg.train_file, "eval_file": cfg.heldout_file, "output_dir": str(out / "sft")},
+        {
+            "model": base,
+            "train_file": cfg.train_file,
+            "eval_file": cfg.validation_file or cfg.heldout_file,
+            "output_dir": str(out / "sft"),
+        },
         cfg.sft,
         {"seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens},
     )
@@ -186,6 +209,15 @@ def stage_configs(cfg: PipelineConfig, base: str) -> tuple[SFTConfig, RewardConf
                     "num_generations": 4 if m in ("grpo", "rloo") else 1,
                 },
             )
+    if cfg.rounds < 1:
+        raise ConfigError(f"rounds must be >= 1, got {cfg.rounds}")
+    if cfg.rounds > 1 and "ppo" not in cfg.methods:
+        raise ConfigError("rounds > 1 continues PPO round after round: put ppo in methods")
+    if cfg.rounds > 1 and cfg.rankings_file and "{round}" not in cfg.rankings_file:
+        raise ConfigError(
+            f"rankings_file: with {cfg.rounds} rounds each round needs its own file; put {{round}} in the name, "
+            "e.g. exports/round{round}.jsonl"
+        )
     if cfg.best_of_n < 2 and "best_of_n" in cfg.methods:
         raise ConfigError(f"best_of_n must be >= 2 (samples to pick from), got {cfg.best_of_n}")
     return sft, reward, methods
@@ -208,7 +240,16 @@ def run_pipeline(
     out = Path(cfg.output_dir)
     train_records = read_records(cfg.train_file, expect=("sft", "messages")).records
     heldout_records = read_records(cfg.heldout_file, expect=("sft", "messages")).records
+    if cfg.validation_file:
+        validation_records = read_records(cfg.validation_file, expect=("sft", "messages")).records
+    else:
+        log("no validation_file: the curves during training use the test questions (heldout_file)")
+        validation_records = heldout_records
     prompts = list(dict.fromkeys(r.prompt for r in train_records if isinstance(r.prompt, str)))
+    gold_of: dict[str, str] = {}
+    for r in train_records:  # the first gold answer of each training question
+        if isinstance(r.prompt, str) and isinstance(r.completion, str):
+            gold_of.setdefault(r.prompt, r.completion)
     base = cfg.base_model or str(out / "base")
     sft_cfg, rm_cfg, method_cfgs = stage_configs(cfg, base)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,12 +262,12 @@ def run_pipeline(
     _stage(out, "sft", lambda: _run_sft(sft_cfg), log)
 
     # --- samples to rank ---
-    def sample_answers() -> None:
+    def sample_answers(model_dir: Path = out / "sft", into: Path = out, seed: int = cfg.seed) -> None:
         from rlhfkit.models.generate import generate_answers
         from rlhfkit.models.load import load_causal_lm, load_tokenizer
 
-        tok = load_tokenizer(str(out / "sft"), padding_side="left")
-        lm = load_causal_lm(str(out / "sft"))
+        tok = load_tokenizer(str(model_dir), padding_side="left")
+        lm = load_causal_lm(str(model_dir))
         answers: list[list[str]] = [[] for _ in prompts]
         for n, temperature in enumerate(temperatures):
             k = cfg.num_samples // len(temperatures) + (n < cfg.num_samples % len(temperatures))
@@ -238,35 +279,43 @@ def run_pipeline(
                 temperature=temperature,
                 batch_size=32,
                 max_new_tokens=cfg.max_new_tokens,
-                seed=cfg.seed + n,
+                seed=seed + n,
             )
             for mine, new in zip(answers, batch):
                 mine += new
-        write_jsonl(out / "samples.jsonl", ({"prompt": p, "responses": a} for p, a in zip(prompts, answers)))
+        if cfg.hard_negatives:
+            answers = with_hard_negatives(prompts, answers, gold_of, cfg.hard_negatives, seed=seed)
+        into.mkdir(parents=True, exist_ok=True)
+        write_jsonl(into / "samples.jsonl", ({"prompt": p, "responses": a} for p, a in zip(prompts, answers)))
 
     _stage(out, "samples", sample_answers, log)
 
     # --- rankings (the annotators' file, or the caller's ranker) ---
-    def rank() -> None:
+    def rank(into: Path = out, round_: int = 1, earlier: list[Path] | None = None) -> None:
+        """Rankings of into/samples.jsonl, split by prompt into train and eval; with `earlier` rounds' directories,
+        their splits are added, so the reward model trains on every round's rankings."""
         if cfg.rankings_file:
-            if not Path(cfg.rankings_file).exists():
+            path = Path(cfg.rankings_file.replace("{round}", str(round_)))
+            if not path.exists():
                 raise ConfigError(
-                    f"{cfg.rankings_file} is not there yet: rank the answers in {out / 'samples.jsonl'} "
-                    f"(for instance in the annotation app), export the rankings to {cfg.rankings_file} "
+                    f"{path} is not there yet: rank the answers in {into / 'samples.jsonl'} "
+                    f"(for instance in the annotation app), export the rankings to {path} "
                     "and run again; finished stages are skipped"
                 )
-            rows = [r.to_dict() for r in read_records(cfg.rankings_file).records]
+            rows = [r.to_dict() for r in read_records(path).records]
         else:
-            rows = hooks.rank([json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()])
+            rows = hooks.rank([json.loads(x) for x in (into / "samples.jsonl").read_text().splitlines()])
         by_prompt: dict[str, list[dict]] = {}
         for row in rows:
             by_prompt.setdefault(json.dumps(row["prompt"]), []).append(row)
         keys = sorted(by_prompt)
-        random.Random(cfg.seed).shuffle(keys)
+        random.Random(cfg.seed + round_ - 1).shuffle(keys)
         n_eval = max(1, round(cfg.rm_eval_share * len(keys)))
-        write_jsonl(out / "rankings.jsonl", rows)
-        write_jsonl(out / "rankings_train.jsonl", (r for k in keys[n_eval:] for r in by_prompt[k]))
-        write_jsonl(out / "rankings_eval.jsonl", (r for k in keys[:n_eval] for r in by_prompt[k]))
+        write_jsonl(into / "rankings.jsonl", rows)
+        for split, chosen in (("train", keys[n_eval:]), ("eval", keys[:n_eval])):
+            before = [x for d in earlier or [] for x in (d / f"rankings_{split}.jsonl").read_text().splitlines()]
+            mine = (r for k in chosen for r in by_prompt[k])
+            write_jsonl(into / f"rankings_{split}.jsonl", [*(json.loads(x) for x in before), *mine])
 
     _stage(out, "rankings", rank, log)
 
@@ -276,6 +325,7 @@ def run_pipeline(
     # --- PPO and the other methods, each from the SFT model ---
     write_jsonl(out / "ppo_prompts.jsonl", ({"prompt": p} for p in prompts))
     evaluator = HeldOutEvaluator(heldout_records, out, judge=hooks.judge, max_new_tokens=cfg.max_new_tokens)
+    evaluator.during = HeldOutEvaluator(validation_records, out, judge=hooks.judge, max_new_tokens=cfg.max_new_tokens)
     for m in cfg.methods:
         if m == "ppo":
             _stage(out, m, lambda: _run_ppo(method_cfgs["ppo"], evaluator, cfg.eval_every), log)
@@ -286,6 +336,41 @@ def run_pipeline(
         else:
             _stage(out, m, lambda m=m: _run_ppo(method_cfgs[m], None, 0), log)
 
+    # --- later rounds: rank the last policy's answers, retrain the reward model on all rankings, PPO again ---
+    round_dirs = [out]
+    for k in range(2, cfg.rounds + 1):
+        here, last = out / f"round{k}", round_dirs[-1]
+        policy = last / "ppo"
+        _stage(out, f"round{k}_samples", lambda h=here, p=policy, k=k: sample_answers(p, h, cfg.seed + 1000 * k), log)
+        _stage(out, f"round{k}_rankings", lambda h=here, k=k, e=list(round_dirs): rank(h, k, e), log)
+        rm_k = build_config(
+            RewardConfig,
+            {
+                **rm_cfg.__dict__,
+                "train_file": str(here / "rankings_train.jsonl"),
+                "eval_file": str(here / "rankings_eval.jsonl"),
+                "output_dir": str(here / "rm"),
+                "lora": rm_cfg.lora.__dict__,
+            },
+        )
+        _stage(out, f"round{k}_reward", lambda c=rm_k: _run_reward(c), log)
+        ppo_k = build_config(
+            PPOConfig,
+            {
+                **method_cfgs["ppo"].__dict__,
+                "policy": str(policy),
+                "reference": str(out / "sft"),
+                "reward_model": str(here / "rm"),
+                "output_dir": str(here / "ppo"),
+                "lora": method_cfgs["ppo"].lora.__dict__,
+            },
+        )
+        _stage(out, f"round{k}_ppo", lambda c=ppo_k: _run_ppo(c, evaluator, cfg.eval_every), log)
+        round_dirs.append(here)
+    if "ppo" in cfg.methods:  # the top-level numbers describe the last round's policy and reward model
+        evaluator.dirs.update(ppo=round_dirs[-1] / "ppo", rm=round_dirs[-1] / "rm")
+        evaluator.rounds = [d / "ppo" for d in round_dirs]
+
     # --- evaluation and report ---
     summary: dict[str, Any] = {}
 
@@ -293,10 +378,13 @@ def run_pipeline(
         from rlhfkit.eval.report import write_report
 
         summary.update(evaluator.final(out / "eval_samples.jsonl", cfg.methods, seed=cfg.seed))
-        rm_metrics = json.loads((out / "rm" / "metrics.json").read_text())
+        last_rm = round_dirs[-1] / "rm"
+        rm_metrics = json.loads((last_rm / "metrics.json").read_text())
         summary.update({"rm_eval_accuracy": rm_metrics.get("eval_accuracy"), "rm_eval_ece": rm_metrics.get("eval_ece")})
+        if hooks.probes is not None:
+            summary.update(probe_accuracy(last_rm, hooks.probes()))
         if "ppo" in cfg.methods:
-            ppo_summary = json.loads((out / "ppo" / "metrics.json").read_text())
+            ppo_summary = json.loads((evaluator.dirs["ppo"] / "metrics.json").read_text())
             summary.update(
                 {
                     "ppo_kl_last_tenth": ppo_summary.get("kl_last_tenth"),
@@ -329,7 +417,7 @@ def _run_reward(cfg: RewardConfig) -> None:
 def _run_ppo(cfg: PPOConfig, evaluator: HeldOutEvaluator | None, every: int) -> None:
     from rlhfkit.algorithms.ppo import train
 
-    train(cfg, evaluate=evaluator.during_ppo if evaluator else None, eval_every=every)
+    train(cfg, evaluate=evaluator.during.during_ppo if evaluator else None, eval_every=every)
 
 
 def _run_dpo(cfg: DPOConfig) -> None:
@@ -338,12 +426,51 @@ def _run_dpo(cfg: DPOConfig) -> None:
     train(cfg)
 
 
-def properties(judge: Judge | None, questions: list[str], answers: list[str]) -> dict[str, float]:
-    """The share of answers with each property the judge names (empty without a judge)."""
+def properties(judge: Judge | None, questions: list[str], answers: list[str]) -> dict[str, float | None]:
+    """The share of answers with each property the judge names, among the answers it applies to (None where it
+    applies to none); empty without a judge."""
     if judge is None or not answers:
         return {}
     assessed = [judge.assess(q, a) for q, a in zip(questions, answers)]
-    return {name: sum(a[name] for a in assessed) / len(assessed) for name in assessed[0]}
+    out: dict[str, float | None] = {}
+    for name in assessed[0]:
+        values = [a[name] for a in assessed if a[name] is not None]
+        out[name] = sum(values) / len(values) if values else None
+    return out
+
+
+def with_hard_negatives(
+    prompts: list[str], answers: list[list[str]], gold_of: dict[str, str], k: int, *, seed: int
+) -> list[list[str]]:
+    """Each prompt's samples plus its gold answer and the gold answers of k other questions (distinct texts)."""
+    rng = random.Random(seed)
+    golds = sorted(set(gold_of.values()))
+    out = []
+    for p, mine in zip(prompts, answers):
+        own = gold_of.get(p)
+        others = [g for g in golds if g != own]
+        extra = ([own] if own else []) + rng.sample(others, min(k, len(others)))
+        out.append(list(dict.fromkeys([*mine, *extra])))
+    return out
+
+
+def probe_accuracy(rm_dir: Path, probes: dict[str, list[dict]]) -> dict[str, float]:
+    """The reward model's accuracy (chosen scored above rejected) on each kind of probe pair."""
+    from rlhfkit.algorithms.reward import score_texts
+    from rlhfkit.models.reward import load_scorer
+
+    scorer, tok = load_scorer(str(rm_dir))
+    cfg = RewardConfig(eval_batch_size=32)
+    out = {}
+    for kind, pairs in probes.items():
+        if not pairs:
+            continue
+        prompts = [p["prompt"] for p in pairs]
+        chosen = score_texts(scorer, tok, prompts, [p["chosen"] for p in pairs], cfg=cfg)
+        rejected = score_texts(scorer, tok, prompts, [p["rejected"] for p in pairs], cfg=cfg)
+        out[f"rm_{kind}_accuracy"] = (chosen > rejected).float().mean().item()
+        out[f"rm_{kind}_pairs"] = len(pairs)
+    return out
 
 
 def win_rate(verdicts: list[str]) -> float:
@@ -360,6 +487,12 @@ class HeldOutEvaluator:
         self.prompts = [r.prompt for r in records]
         self.golds = [r.completion for r in records]
         self._sft_answers: list[str] | None = None
+        self.during = self  # the evaluator of the curves during training (the validation questions)
+        self.dirs: dict[str, Path] = {}  # a method's model directory where it is not out/<method>
+        self.rounds: list[Path] = []  # every round's PPO policy, first to last
+
+    def model_dir(self, method: str) -> Path:
+        return self.dirs.get(method, self.out / method)
 
     def answers(self, model, tokenizer) -> list[str]:
         from rlhfkit.models.generate import greedy_answers
@@ -413,10 +546,13 @@ class HeldOutEvaluator:
     def method_answers(self, method: str) -> list[str]:
         if method == "best_of_n":
             return json.loads((self.out / "best_of_n" / "answers.json").read_text())["answers"]
+
+        return self.answers_of(self.model_dir(method))
+
+    def answers_of(self, model_dir: Path) -> list[str]:
         from rlhfkit.models.load import load_causal_lm, load_tokenizer
 
-        d = str(self.out / method)
-        return self.answers(load_causal_lm(d), load_tokenizer(d, padding_side="left"))
+        return self.answers(load_causal_lm(str(model_dir)), load_tokenizer(str(model_dir), padding_side="left"))
 
     def kl_to_sft(self, method: str, *, seed: int) -> float:
         """KL(method || SFT) per answer on the held-out questions, from answers the method samples at temperature 1;
@@ -433,7 +569,7 @@ class HeldOutEvaluator:
         from rlhfkit.models.logprobs import AnswerLogprobs
 
         tok = load_tokenizer(str(self.out / "sft"), padding_side="left")
-        policy = load_causal_lm(str(self.out / method)).eval()
+        policy = load_causal_lm(str(self.model_dir(method))).eval()
         sft = load_causal_lm(str(self.out / "sft")).eval()
 
         def logprobs(model):
@@ -460,11 +596,16 @@ class HeldOutEvaluator:
         from rlhfkit.eval.gold import gold_metrics
         from rlhfkit.models.reward import load_scorer
 
-        scorer, rm_tok = load_scorer(str(self.out / "rm"))
+        scorer, rm_tok = load_scorer(str(self.model_dir("rm")))
         rm_cfg = RewardConfig(eval_batch_size=32)
         answers = {"sft": self.sft_answers(), **{m: self.method_answers(m) for m in methods}}
         scores = {name: score_texts(scorer, rm_tok, self.prompts, a, cfg=rm_cfg) for name, a in answers.items()}
-        summary: dict[str, Any] = {"heldout_questions": len(self.prompts), "methods": list(methods)}
+        summary: dict[str, Any] = {
+            "heldout_questions": len(self.prompts),
+            "test_questions": len(self.prompts),
+            "validation_questions": len(self.during.prompts),
+            "methods": list(methods),
+        }
         verdicts: dict[str, list] = {}
         for name, texts in answers.items():
             summary.update({f"{k}_{name}": v for k, v in gold_metrics(texts, self.golds).items()})
@@ -480,8 +621,16 @@ class HeldOutEvaluator:
             if self.judge is not None:
                 verdicts[name] = [self.judge.compare(q, a, s) for q, a, s in zip(self.prompts, texts, answers["sft"])]
                 summary[f"win_rate_{name}_vs_sft"] = win_rate(verdicts[name])
-                summary[f"win_rate_{name}_vs_sft_ci95"] = win_rate_interval(verdicts[name])
+                summary[f"win_rate_{name}_vs_sft_ci95"] = win_rate_interval(verdicts[name], seed=seed)
         first = "ppo" if "ppo" in methods else methods[0]
+        if self.judge is not None:
+            summary["win_rate_ci"] = summary[f"win_rate_{first}_vs_sft_ci95"]
+        by_round = [answers["ppo"] if d == self.model_dir("ppo") else self.answers_of(d) for d in self.rounds]
+        if self.judge is not None and by_round:
+            summary["rounds"] = [
+                self.round_summary(k, texts, answers["sft"], seed=seed) for k, texts in enumerate(by_round, 1)
+            ]
+        category = getattr(self.judge, "category", None)
         rows = []
         for n, (q, g) in enumerate(zip(self.prompts, self.golds)):
             row: dict[str, Any] = {"question": q, "gold_answer": g}
@@ -490,21 +639,33 @@ class HeldOutEvaluator:
                 row[f"{name}_rm_score"] = scores[name][n].item()
             row.update({f"judge_{m}": verdicts[m][n] for m in methods})
             row["judge"] = verdicts[first][n]  # the first method's (ppo's when it ran) verdict against SFT
+            row.update({f"round{k}_ppo_answer": texts[n] for k, texts in enumerate(by_round, 1)})
+            if category is not None:
+                row["category"] = category(q)
             rows.append(row)
         write_jsonl(samples_path, rows)
         write_json(self.out / "heldout_scores.json", {name: s.tolist() for name, s in scores.items()})
         return summary
 
+    def round_summary(self, k: int, texts: list[str], sft: list[str], *, seed: int) -> dict[str, Any]:
+        """One round's PPO policy on the test questions: win rate vs SFT (95% interval) and the judge's properties."""
+        verdicts = [self.judge.compare(q, a, b) for q, a, b in zip(self.prompts, texts, sft)]
+        props = properties(self.judge, self.prompts, texts)
+        return {
+            "round": k,
+            "win_rate_ppo_vs_sft": win_rate(verdicts),
+            "win_rate_ci": win_rate_interval(verdicts, seed=seed),
+            **{f"{name}_ppo": v for name, v in props.items()},
+        }
 
-def win_rate_interval(verdicts: list[str]) -> list[float]:
-    """A 95% interval of the win rate: mean +- 1.96 standard errors of the per-question outcomes (1 win, 1/2 tie,
-    0 loss), clipped to [0, 1]."""
-    import math
 
+def win_rate_interval(verdicts: list[str], *, seed: int = 0, resamples: int = 2000) -> list[float]:
+    """A 95% bootstrap interval of the win rate over questions: the 2.5th and 97.5th percentiles of the win rates of
+    `resamples` resamplings of the questions with replacement (outcomes 1 win, 1/2 tie, 0 loss; seeded)."""
     outcomes = [{"a": 1.0, "tie": 0.5}.get(v, 0.0) for v in verdicts]
     n = len(outcomes)
     if n < 2:
         return [0.0, 1.0]
-    mean = sum(outcomes) / n
-    se = math.sqrt(sum((o - mean) ** 2 for o in outcomes) / (n - 1) / n)
-    return [max(0.0, mean - 1.96 * se), min(1.0, mean + 1.96 * se)]
+    rng = random.Random(seed)
+    rates = sorted(sum(rng.choices(outcomes, k=n)) / n for _ in range(resamples))
+    return [rates[int(0.025 * resamples)], rates[int(0.975 * resamples) - 1]]

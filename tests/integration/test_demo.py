@@ -33,27 +33,58 @@ METHODS = ["ppo", "grpo", "rloo", "dpo", "best_of_n"]  # the demo's pipeline.yam
 
 @pytest.mark.slow
 def test_reduced_demo_writes_every_output(tmp_path):
+    """Two rounds (the demo's pipeline.yaml), every method, the test split reported, each number recomputed."""
     out = tmp_path / "demo"
     res = runner.invoke(app, ["demo", "--out", str(out), *SMALL])
     assert res.exit_code == 0, res.output + repr(res.exception)
     summary = json.loads((out / "summary.json").read_text())
-    for key in ("win_rate_ppo_vs_sft", "fact_accuracy_sft", "fact_accuracy_ppo", "rm_eval_accuracy", "wall_seconds"):
+    keys = ("win_rate_ppo_vs_sft", "fact_accuracy_sft", "fact_accuracy_ppo", "rm_eval_accuracy", "wall_seconds")
+    keys += ("abstention_rate_sft", "abstention_rate_ppo", "hallucination_rate_sft", "hallucination_rate_ppo")
+    for key in (*keys, "rm_swapped_fact_accuracy", "rm_answer_vs_abstain_accuracy", "rm_style_accuracy"):
         assert isinstance(summary[key], float), key
     assert 0.0 <= summary["win_rate_ppo_vs_sft"] <= 1.0 and summary["wall_seconds"] > 0
     samples = [json.loads(x) for x in (out / "eval_samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 52
-    assert set(samples[0]) >= {"question", "gold_answer", "sft_answer", "ppo_answer", "judge"}
+    assert len(samples) == summary["test_questions"] == 68 and summary["validation_questions"] == 68
+    assert set(samples[0]) >= {"question", "gold_answer", "sft_answer", "ppo_answer", "judge", "category"}
+    assert {r["category"] for r in samples} == {"answerable", "unanswerable"}
     # the summary's numbers are those of the answers it wrote: recomputed here with the demo's own judge
-    from rlhfkit.demo.judge import assess
+    from rlhfkit.demo.judge import assess, demo_vocabulary
     from rlhfkit.demo.run import facts_by_question
 
     facts = facts_by_question()
     verdicts = [r["judge"] for r in samples]
-    assert summary["win_rate_ppo_vs_sft"] == pytest.approx((verdicts.count("a") + 0.5 * verdicts.count("tie")) / 52)
+    assert summary["win_rate_ppo_vs_sft"] == pytest.approx((verdicts.count("a") + 0.5 * verdicts.count("tie")) / 68)
+    answerable = [r for r in samples if r["category"] == "answerable"]
+    unanswerable = [r for r in samples if r["category"] == "unanswerable"]
     for model in ("sft", "ppo"):
-        correct = [assess(r[f"{model}_answer"], facts[r["question"]]).correct for r in samples]
-        assert summary[f"fact_accuracy_{model}"] == pytest.approx(sum(correct) / 52)
-    assert summary["rm_eval_accuracy"] == json.loads((out / "rm" / "metrics.json").read_text())["eval_accuracy"]
+        judged = {
+            id(r): assess(r[f"{model}_answer"], facts[r["question"]], vocabulary=demo_vocabulary()) for r in samples
+        }
+        correct = [judged[id(r)].correct for r in answerable]
+        assert summary[f"fact_accuracy_{model}"] == pytest.approx(sum(correct) / len(answerable))
+        abstained = [judged[id(r)].correct for r in unanswerable]
+        assert summary[f"abstention_rate_{model}"] == pytest.approx(sum(abstained) / len(unanswerable))
+        invented = [bool(judged[id(r)].invented) for r in unanswerable]
+        assert summary[f"hallucination_rate_{model}"] == pytest.approx(sum(invented) / len(unanswerable))
+    # two rounds: the top-level numbers are the last round's, and each round's answers are in the samples
+    rounds = summary["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2] and (out / "round2" / "ppo" / "model.safetensors").exists()
+    for key in ("win_rate_ppo_vs_sft", "fact_accuracy_ppo", "abstention_rate_ppo", "hallucination_rate_ppo"):
+        assert rounds[-1][key] == summary[key], key
+    assert rounds[-1]["win_rate_ci"] == summary["win_rate_ci"] and all(
+        r["round2_ppo_answer"] == r["ppo_answer"] for r in samples
+    )
+    import yaml
+
+    ppo2 = yaml.safe_load((out / "round2" / "ppo" / "config.yaml").read_text())
+    assert ppo2["policy"] == str(out / "ppo") and ppo2["reference"] == str(out / "sft")
+    assert ppo2["reward_model"] == str(out / "round2" / "rm")
+    first_round = len((out / "rankings_train.jsonl").read_text().splitlines())
+    assert len((out / "round2" / "rankings_train.jsonl").read_text().splitlines()) > first_round
+    # the last round's reward model (trained on both rounds' rankings)
+    assert (
+        summary["rm_eval_accuracy"] == json.loads((out / "round2" / "rm" / "metrics.json").read_text())["eval_accuracy"]
+    )
     # and the stages ran for real: SFT's loss fell (the sizes are tiny; learning is tested in test_sft), the
     # reward model is above chance on held-out rankings
     sft_rows = [json.loads(x) for x in (out / "sft" / "metrics.jsonl").read_text().splitlines()]
@@ -72,19 +103,20 @@ def test_reduced_demo_writes_every_output(tmp_path):
         assert isinstance(summary[f"kl_to_sft_{m}"], float) and summary[f"seconds_{m}"] > 0, m
         verdicts = [r[f"judge_{m}"] for r in samples]
         assert summary[f"win_rate_{m}_vs_sft"] == pytest.approx(
-            (verdicts.count("a") + 0.5 * verdicts.count("tie")) / 52
+            (verdicts.count("a") + 0.5 * verdicts.count("tie")) / 68
         )
     assert summary["kl_to_sft_best_of_n"] == pytest.approx(1.0986 - 2 / 3, abs=1e-3)  # log 3 - 2/3
     assert not (out / "grpo" / "metrics.jsonl").read_text().count("value_explained_variance")  # no critic
     assert json.loads((out / "dpo" / "metrics.json").read_text())["steps"] == 10
     report = (out / "report.html").read_text()
-    assert report.count("data:image/png;base64,") == 3 and "Held-out answers" in report
+    assert report.count("data:image/png;base64,") == 4 and "Held-out answers" in report
+    assert "Five test questions where the handbook does not" in report and "PPO round 2" in report
     assert "Methods on held-out questions" in report and all(f"<td>{m}</td>" in report for m in METHODS)
     said = " ".join(res.output.split())  # Rich wraps lines at the terminal width
     assert "simulated annotators" in said
     # a rerun skips every finished stage
     res = runner.invoke(app, ["demo", "--out", str(out), *SMALL])
-    assert res.exit_code == 0 and " ".join(res.output.split()).count("done earlier, skipped") == 7 + 4
+    assert res.exit_code == 0 and " ".join(res.output.split()).count("done earlier, skipped") == 7 + 4 + 4
 
 
 def test_report_escapes_model_text(tmp_path):

@@ -2,38 +2,131 @@
 
 import random
 
+import pytest
+
 from rlhfkit.demo.annotators import PANEL, SimulatedAnnotator, simulate_rankings
 from rlhfkit.demo.company import build_dataset, facts
-from rlhfkit.demo.judge import assess, judge, win_rate
+from rlhfkit.demo.judge import assess, degenerate, demo_vocabulary, judge
+from rlhfkit.demo.run import RubricJudge, facts_by_question, probe_pairs
+from rlhfkit.pipeline import properties, win_rate, win_rate_interval
 
 FACTS = {f.key: f for f in facts()}
 HR = FACTS["hr_boston"]  # 3rd floor, Building A
 VACATION = FACTS["vacation"]  # 25 days
+IT_LONDON = FACTS["it_help_desk_london"]  # ground floor, West Wing
+UNKNOWN = FACTS["unknown_payroll_austin"]  # the handbook does not say
+VOCAB = demo_vocabulary()
 
 
 def test_assess_by_hand():
     a = assess(
         "Happy to help! In Boston, HR is on the 3rd floor of Building A. Let me know if you need anything else.", HR
     )
-    assert (a.correct, a.courteous, a.complete, a.concise, a.invented) == (True, True, True, True, ())
-    assert a.score == 3 + 1 + 0.5 + 0.5
+    assert (a.correct, a.courteous, a.complete, a.concise, a.invented, a.broken) == (True, True, True, True, (), None)
+    assert (a.level, a.style, a.score) == (4, 2.0, 3 * 4 + 2.0)
     terse = assess("3rd floor, Building A.", HR)
-    assert (terse.correct, terse.courteous, terse.complete) == (True, False, False) and terse.score == 3.5
+    assert (terse.correct, terse.courteous, terse.complete) == (True, False, False) and terse.score == 12.5
     wrong = assess("In Boston, HR is on the 5th floor of Building A.", HR)
-    assert not wrong.correct and wrong.invented == ("5th floor",) and wrong.score == 0.5 + 0.5 - 2
+    assert not wrong.correct and wrong.invented == ("5th floor",) and (wrong.level, wrong.score) == (1, 3 + 1.0)
     rambling = assess("Of course! " + "It is a very good question indeed. " * 6 + "25 days a year.", VACATION)
     assert rambling.correct and rambling.courteous and not rambling.concise
+    # a plain wrong answer (no other fact's value) is level 2; "I don't know" on an answerable question is level 3
+    assert assess("You should ask someone about it.", HR).level == 2
+    dunno = assess("I don't have that information. HR can help.", HR)
+    assert dunno.abstains and not dunno.correct and dunno.level == 3
+
+
+def test_unanswerable_questions_reward_saying_so_and_punish_inventing_more_than_being_wrong():
+    right = assess("I don't have that information. Reception in Austin can help.", UNKNOWN)
+    assert right.correct and right.abstains and not right.answerable and right.level == 4
+    invented = assess("In Austin, Payroll is on the 3rd floor of Building C.", UNKNOWN)
+    assert invented.invented and not invented.correct and invented.level == 1
+    assert assess("Payroll has 4 rooms.", UNKNOWN).invented == ("a number",)
+    vague = assess("Please look at the notice board in the office.", UNKNOWN)
+    assert not vague.invented and vague.level == 2  # wrong, but nothing made up: better than inventing
+    assert judge("Please look at the notice board in the office.", invented_text(), UNKNOWN) == "a"
+    assert judge("I don't know; please ask reception in Austin.", invented_text(), UNKNOWN) == "a"
+
+
+def invented_text() -> str:
+    return "Happy to help! In Austin, Payroll is on the 3rd floor of Building C. Have a great day!"
+
+
+def test_the_judge_cannot_be_gamed_by_broken_text_or_politeness():
+    # the fresh-clone examples
+    assert (
+        judge("Ground floor, the of the of the East Wing.", "Ground floor, the East Wing.", FACTS["security_london"])
+        == "b"
+    )
+    glued = (
+        "Happy to help! Full-time employees get 25 days of paid vacation a year. Fetkk! know Full-time employees "
+        "get 25 days..."
+    )
+    plain = "Full-time employees get 25 days of paid vacation a year."
+    assert degenerate(glued, VOCAB) is not None and judge(glued, plain, VACATION, vocabulary=VOCAB) == "b"
+    assert degenerate("Fetkk is on the ground floor.", VOCAB) == "non-words"
+    assert degenerate("Fetkk is on the ground floor.", None) is None  # a real model's English: no vocabulary check
+    assert degenerate("In Boston, HR is on the 3rd floor of", VOCAB) == "cut off"
+    assert degenerate("HR HR is here.", VOCAB) == "repeated words"
+    # two wrong facts: the politer one does not win
+    polite_wrong = "Happy to help! In Boston, HR is on the 2nd floor of Building B. I hope that helps."
+    assert judge(polite_wrong, "In Boston, HR is on the 4th floor of Building A.", HR) == "tie"
+    # a wrong fact never beats "I don't know"
+    assert judge(polite_wrong, "I don't know; please ask HR.", HR) == "b"
+    # every expert answer of the bundle is well-formed text by the rubric's own measure
+    train, validation, test = build_dataset()
+    assert all(degenerate(r["completion"], VOCAB) is None for r in train + validation + test)
 
 
 def test_judge_prefers_the_right_fact_then_courtesy():
-    polite_wrong = "Happy to help! In Boston, HR is on the 2nd floor of Building B. I hope that helps."
     terse_right = "3rd floor, Building A."
     polite_right = "Thanks for asking. In Boston, HR is on the 3rd floor of Building A. Have a great day!"
+    polite_wrong = "Happy to help! In Boston, HR is on the 2nd floor of Building B. I hope that helps."
     assert judge(terse_right, polite_wrong, HR) == "a"  # a right fact beats courtesy
     assert judge(polite_right, terse_right, HR) == "a"
     assert judge(terse_right, "3rd floor, Building A.", HR) == "tie"
-    assert win_rate([polite_right, terse_right], [terse_right, polite_right], [HR, HR]) == 0.5
-    assert win_rate([polite_right, terse_right], [terse_right, terse_right], [HR, HR]) == 0.75  # a win and a tie
+    assert win_rate(["a", "b"]) == 0.5 and win_rate(["a", "tie"]) == 0.75
+
+
+def test_the_rubric_judge_reports_each_rate_on_the_questions_it_applies_to():
+    known = facts_by_question()
+    rubric = RubricJudge(known, vocabulary=VOCAB)
+    questions = [HR.questions[0], VACATION.questions[0], UNKNOWN.questions[0], UNKNOWN.questions[1]]
+    answers = [
+        "In Boston, HR is on the 3rd floor of Building A.",  # right
+        "I don't know; please ask HR.",  # a wrongful abstention
+        "I don't have that information. Reception in Austin can help.",  # the right abstention
+        "In Austin, Payroll is on the 3rd floor of Building C.",  # a hallucination
+    ]
+    assert properties(rubric, questions, answers) == {
+        "fact_accuracy": 0.5,
+        "wrongful_abstention_rate": 0.5,
+        "abstention_rate": 0.5,
+        "hallucination_rate": 0.5,
+        "degenerate_rate": 0.0,
+        "courteous": 0.0,
+    }
+    assert [rubric.category(q) for q in questions] == ["answerable", "answerable", "unanswerable", "unanswerable"]
+
+
+def test_bootstrap_interval_of_the_win_rate():
+    verdicts = ["a"] * 30 + ["b"] * 10
+    low, high = win_rate_interval(verdicts, seed=0)
+    assert low < 0.75 < high and 0.55 < low and high < 0.9  # binomial se at n=40 is 0.068
+    assert win_rate_interval(verdicts, seed=0) == [low, high]  # seeded
+    assert win_rate_interval(["a"] * 40) == [1.0, 1.0]
+
+
+def test_probe_pairs_separate_what_the_reward_model_must_know():
+    probes = probe_pairs("test")
+    assert len(probes["swapped_fact"]) == 52 and len(probes["style"]) == 52
+    assert len(probes["answer_vs_abstain"]) == 52 + 16
+    for pair in probes["swapped_fact"]:
+        fact = facts_by_question()[pair["prompt"]]
+        assert assess(pair["chosen"], fact).level == 4 and assess(pair["rejected"], fact).level in (1, 2)
+    for pair in probes["answer_vs_abstain"]:
+        fact = facts_by_question()[pair["prompt"]]
+        assert assess(pair["chosen"], fact).level > assess(pair["rejected"], fact).level
 
 
 def test_simulated_annotators_rank_with_ties_and_disagree():
@@ -46,6 +139,8 @@ def test_simulated_annotators_rank_with_ties_and_disagree():
     ]
     assert exact.rank(answers, HR, random.Random(0)) == [3, 2, 1, 4]
     assert exact.rank([answers[1], answers[1] + " "], HR, random.Random(0)) == [1, 1]  # equal utility: a tie
+    broken = "In Boston, HR is on the 3rd floor of Building A. Fetkk!"
+    assert exact.rank([broken, answers[3]], HR, random.Random(0), vocabulary=VOCAB) == [2, 1]  # broken loses
     gens = [{"prompt": q, "responses": answers} for q in HR.questions]
     rows = simulate_rankings(gens, {q: HR for q in HR.questions}, overlap=2, seed=1)
     assert len(rows) == 2 * len(HR.questions) and all(r["annotator"].startswith("sim-annotator-") for r in rows)
@@ -53,10 +148,28 @@ def test_simulated_annotators_rank_with_ties_and_disagree():
     assert {a.name for a in PANEL} >= {r["annotator"] for r in rows}
 
 
-def test_bundled_dataset_is_mixed_and_held_out_questions_are_unseen():
-    train, held_out = build_dataset()
+def test_bundled_dataset_has_three_disjoint_question_sets_with_unanswerable_questions_in_each():
+    train, validation, test = build_dataset()
     styles = {r["style"] for r in train}
     assert styles == {"terse", "plain", "courteous", "wrong"}
-    assert 250 <= len(train) + len(held_out) <= 450
-    assert not {r["prompt"] for r in held_out} & {r["prompt"] for r in train}
-    assert {r["fact"] for r in held_out} <= {r["fact"] for r in train}  # the facts are taught, the wording is new
+    assert 300 <= len(train) <= 450 and len(validation) == len(test) == 68
+    questions = [{r["prompt"] for r in split} for split in (train, validation, test)]
+    assert not questions[0] & questions[1] and not questions[0] & questions[2] and not questions[1] & questions[2]
+    for split in (train, validation, test):
+        assert sum(not r["answerable"] for r in split) >= 16  # every set asks what the handbook does not say
+    # the facts are taught (answerable or not), the wording is new
+    assert {r["fact"] for r in validation} == {r["fact"] for r in test} <= {r["fact"] for r in train}
+    unknown = [r for r in train if not r["answerable"] and r["style"] != "wrong"]
+    assert all(
+        "I don't" in r["completion"] and "can help" in r["completion"] or "ask" in r["completion"] for r in unknown
+    )
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_bundled_files_are_the_generated_ones(split):
+    import json
+
+    from rlhfkit.demo import data_path
+
+    rows = [json.loads(x) for x in open(data_path(f"helpdesk_{split}.jsonl")).read().splitlines()]
+    assert rows == build_dataset()[1 if split == "validation" else 2]

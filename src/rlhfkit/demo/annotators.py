@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 
 from rlhfkit.demo.company import Fact
-from rlhfkit.demo.judge import WEIGHTS, assess
+from rlhfkit.demo.judge import STYLE, assess
 
 
 @dataclass(frozen=True)
@@ -21,15 +21,15 @@ class SimulatedAnnotator:
     noise: float = 0.3  # std of Gaussian noise on each utility
     tie_within: float = 0.25  # utilities closer than this are ranked equal
 
-    def utility(self, answer: str, fact: Fact, rng: random.Random) -> float:
-        a = assess(answer, fact)
-        extra = (self.courtesy_weight - 1.0) * WEIGHTS["courteous"] * a.courteous
+    def utility(self, answer: str, fact: Fact, rng: random.Random, *, vocabulary=None) -> float:
+        a = assess(answer, fact, vocabulary=vocabulary)
+        extra = (self.courtesy_weight - 1.0) * STYLE["courteous"] * a.courteous
         return a.score + extra + rng.gauss(0.0, self.noise)
 
-    def rank(self, answers: list[str], fact: Fact, rng: random.Random) -> list[int]:
+    def rank(self, answers: list[str], fact: Fact, rng: random.Random, *, vocabulary=None) -> list[int]:
         """Ranks (1 = best) with ties: answers are sorted by utility, and one whose utility is within tie_within of
-        the previous one shares its rank."""
-        utilities = [self.utility(a, fact, rng) for a in answers]
+        the previous one shares its rank. `vocabulary`: the words they know (broken text is seen as broken)."""
+        utilities = [self.utility(a, fact, rng, vocabulary=vocabulary) for a in answers]
         order = sorted(range(len(answers)), key=lambda i: -utilities[i])
         ranks = [0] * len(answers)
         rank = 0
@@ -48,7 +48,12 @@ PANEL = (
 
 
 def simulate_rankings(
-    generations: list[dict], facts_by_prompt: dict[str, Fact], *, overlap: int = 2, seed: int = 0
+    generations: list[dict],
+    facts_by_prompt: dict[str, Fact],
+    *,
+    overlap: int = 2,
+    seed: int = 0,
+    vocabulary: frozenset[str] | None = None,
 ) -> list[dict]:
     """Rankings records for `rlhf generate` output: each prompt's distinct answers, ranked by `overlap` annotators."""
     rng = random.Random(seed)
@@ -63,7 +68,7 @@ def simulate_rankings(
                 {
                     "prompt": g["prompt"],
                     "responses": answers,
-                    "ranks": annotator.rank(answers, fact, rng),
+                    "ranks": annotator.rank(answers, fact, rng, vocabulary=vocabulary),
                     "annotator": annotator.name,
                 }
             )

@@ -1,10 +1,11 @@
 """Lumen & Pike, a fictional company, written for the rlhfkit demo: its facts, its handbook, and the questions and
 gold answers its help-desk experts wrote.
 
-Every fact has key strings (what a correct answer must say), a handbook sentence, question wordings (one is held
-out: never trained on) and the sentence an expert would answer with. `build_dataset` turns them into the
-bundled files; the human answers are mixed as real ones are: mostly terse or plain, some courteous and complete,
-a few wrong.
+Every fact has key strings (what a correct answer must say), a handbook sentence, question wordings (two are held
+out: one for validation, one for the test, never trained on) and the sentence an expert would answer with. Some
+questions the handbook does not answer (where Payroll is in Austin, the dental plan): their experts' answer says
+so and names who can help. `build_dataset` turns them into the bundled files; the human answers are mixed as real
+ones are: mostly terse or plain, some courteous and complete, a few wrong.
 """
 
 from __future__ import annotations
@@ -18,11 +19,16 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Fact:
     key: str
-    answer_keys: tuple[str, ...]  # strings a correct answer contains
-    sentence: str  # the plain expert answer, also the handbook's wording
+    answer_keys: tuple[str, ...]  # strings a correct answer contains (none: the handbook does not say)
+    sentence: str  # the plain expert answer, also the handbook's wording (or the plain "I don't know" answer)
     questions: tuple[str, ...]
     terse: str  # the shortest correct answer
-    held_out: int = -1  # index of the wording never trained on
+    validation: int = -1  # index of the wording kept for choosing settings (never trained on)
+    test: int = -1  # index of the wording kept for the reported numbers (never trained on, never tuned on)
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.answer_keys)
 
 
 # (department, city) -> (floor, building or wing)
@@ -310,6 +316,71 @@ POLICIES = [
     ),
 ]
 
+# Places the handbook does not list, and who can help instead
+UNKNOWN_LOCATIONS = (
+    ("Payroll", "Austin"),
+    ("Finance", "London"),
+    ("Legal", "Austin"),
+    ("the mail room", "Austin"),
+    ("the cafeteria", "London"),
+    ("Facilities", "London"),
+    ("the first aid room", "Boston"),
+    ("the first aid room", "Austin"),
+)
+
+UNKNOWN_POLICIES = [
+    # key, questions (the first is repeated with prefixes), who can help
+    (
+        "bereavement",
+        (
+            "How many days of bereavement leave do I get?",
+            "What is the bereavement leave policy?",
+            "How much compassionate leave is there?",
+        ),
+        "HR",
+    ),
+    (
+        "dental",
+        ("Does our health plan cover dental?", "Is dental care included in benefits?", "What dental cover do we have?"),
+        "HR",
+    ),
+    (
+        "bonus",
+        ("When are bonuses paid?", "Is there an annual bonus?", "How is the yearly bonus worked out?"),
+        "your manager",
+    ),
+    (
+        "holiday_party",
+        ("When is the holiday party?", "What date is the end of year party?", "Where is the holiday party this year?"),
+        "the office manager",
+    ),
+    (
+        "printer",
+        ("How do I print in colour?", "Which printer can I use?", "How do I add a printer to my laptop?"),
+        "the IT help desk",
+    ),
+    (
+        "software",
+        (
+            "How do I request new software?",
+            "Can I install software on my laptop?",
+            "Where do I ask for a software licence?",
+        ),
+        "the IT help desk",
+    ),
+    (
+        "relocation",
+        ("Is there a relocation package?", "Does the company pay for moving?", "What relocation support do we get?"),
+        "HR",
+    ),
+    (
+        "stock",
+        ("Do employees get stock options?", "Is there an employee share plan?", "How do stock grants work?"),
+        "HR",
+    ),
+]
+ABSTAIN = "I don't have that information."
+
 LOCATION_QUESTIONS = (
     "Where is {dept} in {city}?",
     "Which floor is {dept} on in {city}?",
@@ -333,7 +404,46 @@ def _cap(s: str) -> str:
     return s[0].upper() + s[1:]
 
 
+def _held_out(n: int, count: int, *, first: int = 0) -> tuple[int, int]:
+    """(validation, test) wording indices among questions[first:], different for neighbouring facts so that every
+    phrasing is trained for some facts: the held-out question is new, its phrasing is not."""
+    span = count - first
+    test = first + n % span
+    return first + (n + span // 2) % span, test
+
+
+def _abstain(who: str) -> str:
+    return f"{ABSTAIN} {_cap(who)} can help."
+
+
+def unknown_facts() -> list[Fact]:
+    """Questions the handbook does not answer: the right answer says so and names who can help."""
+    out = []
+    for n, (dept, city) in enumerate(UNKNOWN_LOCATIONS):
+        key = f"unknown_{dept.replace('the ', '').replace(' ', '_').lower()}_{city.lower()}"
+        questions = tuple(q.format(dept=dept, city=city) for q in LOCATION_QUESTIONS)
+        validation, test = _held_out(n + 1, len(questions))
+        who = f"reception in {city}"
+        out.append(Fact(key, (), _abstain(who), questions, f"I don't know; please ask {who}.", validation, test))
+    for n, (key, questions, who) in enumerate(UNKNOWN_POLICIES):
+        extra = tuple(p.format(q=questions[0][0].lower() + questions[0][1:]) for p in POLICY_PREFIXES)
+        validation, test = _held_out(n, len(extra) + len(questions), first=len(extra) + 1)
+        out.append(
+            Fact(
+                f"unknown_{key}",
+                (),
+                _abstain(who),
+                extra + questions,
+                f"I don't know; please ask {who}.",
+                validation,
+                test,
+            )
+        )
+    return out
+
+
 def facts() -> list[Fact]:
+    """Every question's fact: the handbook's (answerable), then the unknown ones."""
     out = []
     for n, ((dept, city), (floor, building)) in enumerate(LOCATIONS.items()):
         key = f"{dept.replace('the ', '').replace(' ', '_').lower()}_{city.lower()}"
@@ -344,18 +454,14 @@ def facts() -> list[Fact]:
         )
         questions = tuple(q.format(dept=dept, city=city) for q in LOCATION_QUESTIONS)
         terse = f"{_cap(floor)}, {building}."
-        # each wording is held out for some places and trained for others, so the held-out question is new but its
-        # phrasing is not
-        out.append(
-            Fact(key, (floor, building.replace("the ", "")), sentence, questions, terse, held_out=n % len(questions))
-        )
+        validation, test = _held_out(n, len(questions))
+        out.append(Fact(key, (floor, building.replace("the ", "")), sentence, questions, terse, validation, test))
     for n, (key, keys, sentence, questions, terse) in enumerate(POLICIES):
         extra = tuple(p.format(q=questions[0][0].lower() + questions[0][1:]) for p in POLICY_PREFIXES)
-        # hold out one of the natural wordings (not the first, which the prefixed variants repeat)
-        out.append(
-            Fact(key, keys, sentence, extra + questions, terse, held_out=len(extra) + 1 + n % (len(questions) - 1))
-        )
-    return out
+        # hold out two of the natural wordings (not the first, which the prefixed variants repeat)
+        validation, test = _held_out(n, len(extra) + len(questions), first=len(extra) + 1)
+        out.append(Fact(key, keys, sentence, extra + questions, terse, validation, test))
+    return out + unknown_facts()
 
 
 def all_answer_keys() -> set[str]:
@@ -423,17 +529,19 @@ def courteous(sentence: str, rng: random.Random) -> str:
     return f"{rng.choice(COURTEOUS_OPENINGS)} {sentence} {rng.choice(COURTEOUS_CLOSINGS)}"
 
 
-def build_dataset(seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """(train, held_out) question/gold-answer records with the fact's key (for the judge) and the answer's style.
+def build_dataset(seed: int = 0) -> tuple[list[dict], list[dict], list[dict]]:
+    """(train, validation, test) question/gold-answer records with the fact's key (for the judge), whether the
+    handbook answers it, and the answer's style.
 
     Several experts answer the help desk, so most training questions have one gold answer and many have a second
     one from another expert. Answers mix styles as real ones do: 42% terse, 38% a plain sentence, 15% courteous and
-    complete, 5% wrong (another fact's sentence). Held-out questions (one wording per fact, never trained on) get the
-    plain correct sentence as their gold answer.
+    complete, 5% wrong (another fact's sentence: on an unanswerable question, an invented fact). Validation and test
+    questions (one wording per fact each, never trained on) get the plain right answer as their gold answer.
     """
     rng = random.Random(seed)
     fs = facts()
-    train, held_out = [], []
+    known = [g for g in fs if g.answerable]
+    train, validation, test = [], [], []
 
     def expert_answer(f: Fact) -> tuple[str, str]:
         u = rng.random()
@@ -443,29 +551,35 @@ def build_dataset(seed: int = 0) -> tuple[list[dict], list[dict]]:
             return f.sentence, "plain"
         if u < 0.95:
             return courteous(f.sentence, rng), "courteous"
-        return rng.choice([g for g in fs if g.key != f.key]).sentence, "wrong"
+        return rng.choice([g for g in known if g.key != f.key]).sentence, "wrong"
+
+    def record(q: str, answer: str, f: Fact, style: str) -> dict:
+        return {"prompt": q, "completion": answer, "fact": f.key, "answerable": f.answerable, "style": style}
 
     for f in fs:
         for i, q in enumerate(f.questions):
-            if i == f.held_out % len(f.questions):
+            if i in (f.validation, f.test):
                 continue
             answers = [expert_answer(f)]
             if rng.random() < 0.6:
                 second = expert_answer(f)
                 if second[0] != answers[0][0]:
                     answers.append(second)
-            train += [{"prompt": q, "completion": a, "fact": f.key, "style": style} for a, style in answers]
-        held_out.append({"prompt": f.questions[f.held_out], "completion": f.sentence, "fact": f.key, "style": "plain"})
-    return train, held_out
+            train += [record(q, a, f, style) for a, style in answers]
+        validation.append(record(f.questions[f.validation], f.sentence, f, "plain"))
+        test.append(record(f.questions[f.test], f.sentence, f, "plain"))
+    return train, validation, test
+
+
+SPLITS = ("train", "validation", "test")
 
 
 def write_bundle(directory: Path) -> None:
-    """Regenerate the bundled files (deterministic): handbook.md, helpdesk_train.jsonl, helpdesk_heldout.jsonl."""
-    train, held_out = build_dataset()
+    """Regenerate the bundled files (deterministic): handbook.md and helpdesk_{train,validation,test}.jsonl."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "handbook.md").write_text(handbook() + "\n")
-    for name, rows in (("helpdesk_train.jsonl", train), ("helpdesk_heldout.jsonl", held_out)):
-        (directory / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name, rows in zip(SPLITS, build_dataset()):
+        (directory / f"helpdesk_{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 if __name__ == "__main__":

@@ -33,21 +33,66 @@ class DemoConfig(PipelineConfig):
 
 
 class RubricJudge:
-    """The demo's gold judge: the hidden rubric, which knows each held-out question's fact."""
+    """The demo's gold judge: the hidden rubric, which knows each held-out question's fact. `vocabulary`: the words
+    of the demo's texts, for the tiny model (a word outside them is broken text); None for a real model."""
 
-    def __init__(self, facts_by_question: dict):
-        self.facts = facts_by_question
+    def __init__(self, facts_by_question: dict, *, vocabulary: frozenset[str] | None = None):
+        self.facts, self.vocabulary = facts_by_question, vocabulary
 
-    def assess(self, question: str, answer: str) -> dict[str, bool]:
+    def assess(self, question: str, answer: str) -> dict[str, bool | None]:
+        """fact_accuracy and wrongful_abstention_rate on questions the handbook answers; abstention_rate and
+        hallucination_rate (an invented value) on those it does not; degenerate_rate and courteous on all."""
         from rlhfkit.demo.judge import assess
 
-        a = assess(answer, self.facts[question])
-        return {"fact_accuracy": a.correct, "courteous": a.courteous}
+        a = assess(answer, self.facts[question], vocabulary=self.vocabulary)
+        known = a.answerable
+        return {
+            "fact_accuracy": a.correct if known else None,
+            "wrongful_abstention_rate": a.abstains if known else None,
+            "abstention_rate": None if known else a.correct,
+            "hallucination_rate": None if known else bool(a.invented),
+            "degenerate_rate": a.broken is not None,
+            "courteous": a.courteous,
+        }
+
+    def category(self, question: str) -> str:
+        return "answerable" if self.facts[question].answerable else "unanswerable"
 
     def compare(self, question: str, answer_a: str, answer_b: str) -> str:
         from rlhfkit.demo.judge import judge
 
-        return judge(answer_a, answer_b, self.facts[question])
+        return judge(answer_a, answer_b, self.facts[question], vocabulary=self.vocabulary)
+
+
+def probe_pairs(split: str = "test") -> dict[str, list[dict]]:
+    """Pairs on one split's questions that say what the reward model knows, each kind apart:
+    swapped_fact: the right plain answer over the same sentence about another place or policy of the same kind;
+    answer_vs_abstain: the right answer over "I don't know" where the handbook answers, and "I don't know" over an
+    invented answer where it does not; style: the courteous right answer over the terse right answer."""
+    import json
+    import random
+
+    from rlhfkit.demo.company import courteous, facts
+
+    rng = random.Random(0)
+    by_key = {f.key: f for f in facts()}
+    rows = [json.loads(x) for x in Path(data_path(f"helpdesk_{split}.jsonl")).read_text().splitlines()]
+    known = [f for f in by_key.values() if f.answerable]
+    locations = {f.key for f in known if f.questions[0].startswith("Where is")}
+    out: dict[str, list[dict]] = {"swapped_fact": [], "answer_vs_abstain": [], "style": []}
+    for r in rows:
+        f = by_key[r["fact"]]
+        if not f.answerable:
+            invented = rng.choice(known).sentence
+            out["answer_vs_abstain"].append({"prompt": r["prompt"], "chosen": f.sentence, "rejected": invented})
+            continue
+        same_kind = [g for g in known if g.key != f.key and (g.key in locations) == (f.key in locations)]
+        swapped = rng.choice(same_kind).sentence
+        out["swapped_fact"].append({"prompt": r["prompt"], "chosen": f.sentence, "rejected": swapped})
+        abstain = rng.choice([g for g in by_key.values() if not g.answerable]).sentence
+        out["answer_vs_abstain"].append({"prompt": r["prompt"], "chosen": f.sentence, "rejected": abstain})
+        out["style"].append({"prompt": r["prompt"], "chosen": courteous(f.sentence, rng), "rejected": f.terse})
+    return out
 
 
 def facts_by_question() -> dict:
@@ -59,9 +104,13 @@ def facts_by_question() -> dict:
 
 def demo_hooks(cfg: DemoConfig) -> Hooks:
     from rlhfkit.demo.annotators import simulate_rankings
+    from rlhfkit.demo.judge import demo_vocabulary
     from rlhfkit.demo.pretrain import pretrain_tiny_base
 
     known = facts_by_question()
+    # the tiny model's tokenizer only knows the demo's texts: a word outside them is broken text; a real model
+    # writes English the demo's texts do not hold, so for it that check is off
+    vocabulary = None if cfg.base_model else demo_vocabulary()
 
     def build_base(out: Path) -> None:
         pretrain_tiny_base(
@@ -76,8 +125,9 @@ def demo_hooks(cfg: DemoConfig) -> Hooks:
 
     return Hooks(
         build_base=build_base,
-        rank=lambda generations: simulate_rankings(generations, known, seed=cfg.seed),
-        judge=RubricJudge(known),
+        rank=lambda generations: simulate_rankings(generations, known, seed=cfg.seed, vocabulary=vocabulary),
+        judge=RubricJudge(known, vocabulary=vocabulary),
+        probes=probe_pairs,
     )
 
 
@@ -92,7 +142,8 @@ def demo_config(out: Path, *, model: str | None, overrides: list[str]) -> DemoCo
     fixed = {
         "output_dir": str(out),
         "train_file": data_path("helpdesk_train.jsonl"),
-        "heldout_file": data_path("helpdesk_heldout.jsonl"),
+        "validation_file": data_path("helpdesk_validation.jsonl"),
+        "heldout_file": data_path("helpdesk_test.jsonl"),
     }
     if model:
         fixed["base_model"] = model
@@ -114,7 +165,7 @@ def run_demo(out: Path, *, model: str | None = None, overrides: list[str] | None
     )
     summary = run_pipeline(cfg, hooks=demo_hooks(cfg), log=console.print)
     methods = summary.get("methods", ["ppo"])
-    table = Table(title="Held-out questions (never trained on)")
+    table = Table(title=f"Test questions ({summary.get('test_questions')}: never trained or tuned on)")
     table.add_column("measure")
     for name in ("sft", *methods):
         table.add_column(name.upper() if name in ("sft", "ppo", "grpo", "rloo", "dpo") else name, justify="right")
@@ -125,7 +176,11 @@ def run_demo(out: Path, *, model: str | None = None, overrides: list[str] | None
 
     for label, key in (
         ("win rate vs SFT (gold judge)", "win_rate_{}_vs_sft"),
-        ("fact accuracy", "fact_accuracy_{}"),
+        ("fact accuracy (answerable)", "fact_accuracy_{}"),
+        ("abstention (unanswerable)", "abstention_rate_{}"),
+        ("hallucination (unanswerable)", "hallucination_rate_{}"),
+        ("wrongful abstention (answerable)", "wrongful_abstention_rate_{}"),
+        ("broken text", "degenerate_rate_{}"),
         ("courteous answers", "courteous_{}"),
         ("token F1 vs gold", "token_f1_{}"),
         ("reward-model score", "rm_score_{}"),

@@ -19,6 +19,24 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
+EXPLAINED = {
+    "PPO training": "PPO trains the chatbot by trial and error: each iteration it answers a batch of training "
+    "questions, the reward model (trained on people's rankings) scores the answers, and the model is nudged towards "
+    "higher-scoring answers. Left: the average score rises as it learns. Middle: the KL divergence measures how far "
+    "the model has moved from the SFT model it started from; a penalty keeps it small, so the model cannot drift "
+    "into text that fools the reward model. Right: on validation questions (never trained on, used to choose "
+    "settings) the gold judge compares its answers with the SFT model's; above 0.5 means it now answers better.",
+    "Reward model": "The reward model learned to predict which of two answers people prefer. Left: how often it "
+    "agrees with the annotators on rankings it never trained on, overall and where the annotators agreed with each "
+    "other more or less (where people disagree, no model can be right every time). Right: its scores of the test "
+    "answers of the SFT model and of each trained model; trained models should sit further right.",
+    "Methods side by side": "Every method started from the same SFT model and used the same rankings. Left: how "
+    "often each method's answer beats the SFT model's on the test questions, with a 95% interval from resampling "
+    "the questions (an interval that stays above 0.5 is a real improvement). Right: what each method paid for it "
+    "in KL divergence from the SFT model: further right means the model changed more.",
+}
+
+
 def figures(out: Path) -> list[tuple[str, str]]:
     import matplotlib
 
@@ -104,7 +122,31 @@ def figures(out: Path) -> list[tuple[str, str]]:
         fig.tight_layout()
         figs.append(("Methods side by side", _png(fig)))
         plt.close(fig)
+    rounds = summary.get("rounds") or []
+    if len(rounds) > 1:
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        xs = [r["round"] for r in rounds]
+        for key, label, style in (
+            ("win_rate_ppo_vs_sft", "win rate vs SFT", "o-"),
+            ("fact_accuracy_ppo", "fact accuracy", "s--"),
+            ("abstention_rate_ppo", "abstention (unanswerable)", "^-"),
+            ("hallucination_rate_ppo", "hallucination (unanswerable)", "v:"),
+        ):
+            if all(r.get(key) is not None for r in rounds):
+                ax.plot(xs, [r[key] for r in rounds], style, label=label)
+        ax.set(ylim=(0, 1.05), xticks=xs, title="Round after round (test questions)", xlabel="round")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        figs.append(("Rounds", _png(fig)))
+        plt.close(fig)
     return figs
+
+
+EXPLAINED["Rounds"] = (
+    "RLHF is a cycle: after each round the new model's answers are ranked again, the reward model is retrained on "
+    "all rankings so far, and PPO continues from the new model (still kept close to the SFT model). Each point is "
+    "one round's model on the test questions."
+)
 
 
 def method_table(summary: dict) -> str:
@@ -155,6 +197,34 @@ th{background:#f6f6f6;text-align:left} td.v{text-align:center;font-weight:600;wh
 """
 
 
+def side_by_side(samples: list[dict], summary: dict, *, per_category: int = 5) -> list[str]:
+    """Five test questions of each category (questions the handbook answers, and those it does not), with the gold
+    answer and the answers of SFT and of the model after each round."""
+    e = html.escape
+    rounds = [r["round"] for r in summary.get("rounds") or []]
+    columns = [("sft_answer", "SFT")]
+    first = samples[0] if samples else {}
+    columns += [(f"round{k}_ppo_answer", f"PPO round {k}") for k in rounds if f"round{k}_ppo_answer" in first]
+    if len(columns) == 1 and "ppo_answer" in first:
+        columns.append(("ppo_answer", "PPO"))
+    parts = []
+    for category, title in (("answerable", "the handbook answers them"), ("unanswerable", "the handbook does not")):
+        chosen = [s for s in samples if s.get("category") == category][:per_category]
+        if not chosen:
+            continue
+        parts += [
+            f"<h3>Five test questions where {e(title)}</h3>",
+            "<table><tr><th>question</th><th>gold answer</th>" + "".join(f"<th>{e(t)}</th>" for _, t in columns),
+        ]
+        for s in chosen:
+            cells = [s["question"], s["gold_answer"], *(s.get(k, "") for k, _ in columns)]
+            parts.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in cells) + "</tr>")
+        parts.append("</table>")
+    if parts:
+        parts.insert(0, "<h2>Answers side by side</h2>")
+    return parts
+
+
 def write_report(out: Path) -> Path:
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     samples = _rows(out / "eval_samples.jsonl")
@@ -163,6 +233,11 @@ def write_report(out: Path) -> Path:
         ("win_rate_ppo_vs_sft", "gold win rate, PPO vs SFT"),
         ("fact_accuracy_sft", "fact accuracy, SFT"),
         ("fact_accuracy_ppo", "fact accuracy, PPO"),
+        ("abstention_rate_sft", "says 'I don't know' when it should, SFT"),
+        ("abstention_rate_ppo", "says 'I don't know' when it should, PPO"),
+        ("hallucination_rate_sft", "invents an answer, SFT"),
+        ("hallucination_rate_ppo", "invents an answer, PPO"),
+        ("rm_swapped_fact_accuracy", "reward model knows the right fact"),
         ("rm_eval_accuracy", "reward-model accuracy"),
         ("ppo_kl_last_tenth", "final KL to SFT"),
         ("token_f1_sft", "token F1, SFT"),
@@ -173,8 +248,14 @@ def write_report(out: Path) -> Path:
         "<!doctype html><html><head><meta charset='utf-8'><title>rlhfkit report</title>",
         f"<style>{STYLE}</style></head><body>",
         "<h1>rlhfkit: SFT vs PPO</h1>",
-        f"<p class='sub'>{e(str(out))}: held-out questions never trained on. The gold judge is the demo's hidden "
-        "rubric (right fact, courteous and complete, concise, nothing invented); ties count half.</p>",
+        f"<p class='sub'>{e(str(out))}: {e(str(summary.get('test_questions', '')))} test questions, never "
+        "trained on and never used to choose a setting. The gold judge grades an answer first by what it says (the "
+        "right fact, or 'I don't know' where the handbook has no answer; an invented fact or broken text loses), "
+        "then by style (courteous, complete, concise); ties count half.</p>",
+        "<p>How to read this: a chatbot was first taught the experts' answers (SFT). Its answers were then ranked "
+        "by annotators, a reward model learned their preferences, and reinforcement learning (PPO and the other "
+        "methods) trained the chatbot to give answers the reward model scores higher, while staying close to the "
+        "SFT model. The numbers below compare each trained chatbot with the SFT one on questions none of them saw.</p>",
         "<div class='cards'>",
     ]
     for key, label in cards:
@@ -187,8 +268,11 @@ def write_report(out: Path) -> Path:
         parts += ["<h2>Methods on held-out questions</h2>", method_table(summary)]
     for title, png in figures(out):
         parts += [f"<h2>{e(title)}</h2>", f"<img alt='{e(title)}' src='data:image/png;base64,{png}'>"]
+        if title in EXPLAINED:
+            parts.append(f"<p>{e(EXPLAINED[title])}</p>")
     methods = summary.get("methods") or ["ppo"]
     shown = "ppo" if "ppo" in methods else methods[0]  # the method whose answers and verdicts the table shows
+    parts += side_by_side(samples, summary)
     if samples:
         parts += [
             "<h2>Held-out answers</h2>",
