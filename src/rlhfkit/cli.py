@@ -509,7 +509,13 @@ def annotate_import(
 @annotate_app.command("export")
 @user_errors
 def annotate_export(
-    fmt: str = typer.Option(..., "--format", help="sft, pairs, comparisons or rankings"),
+    fmt: str = typer.Option(
+        ...,
+        "--format",
+        help="sft, pairs, comparisons, rankings or ratings. The chat page's feedback comes too: thumbs as ratings, "
+        "a correction as sft and as a comparison (and pair) preferring it to the model's answer; arena votes as "
+        "comparisons (pairs, ratings).",
+    ),
     out: Path = typer.Argument(..., help="Output JSONL (written atomically)."),
     db: str = typer.Option("annotate.db", help=DB_HELP),
     project: str | None = typer.Option(None, help="Only this project."),
@@ -517,7 +523,8 @@ def annotate_export(
         False, help="Leave out judgements flagged unsafe, private_data or incorrect (flags are exported otherwise)."
     ),
 ) -> None:
-    """Write the judgements in the data formats rlhfkit trains on; annotators appear under pseudonyms."""
+    """Write the judgements in the data formats rlhfkit trains on (rlhf sft, reward train, dpo, kto read them as
+    written); annotators appear under pseudonyms."""
     from rlhfkit.annotate import service
     from rlhfkit.annotate.store import open_db
     from rlhfkit.runtime.files import write_jsonl

@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from tests.app.conftest import serving
 
+KEY = "sk-test-0123456789abcdefWXYZ"  # what the fake wants as its bearer token
+
 
 @dataclass
 class Reply:

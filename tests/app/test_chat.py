@@ -10,7 +10,6 @@ import threading
 import time
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -18,25 +17,9 @@ from rlhfkit.annotate.limits import RateLimiter
 from rlhfkit.annotate.store import ArenaBattle, ChatModel, ChatTurn, User
 from rlhfkit.annotate.upstream import Bounds
 from tests.app.conftest import PASSWORD, free_port, login, serving
-from tests.app.fake_openai import FakeOpenAI, Reply
+from tests.app.fake_openai import KEY, Reply
 
-KEY = "sk-test-0123456789abcdefWXYZ"
 XSS = '<script>alert("x")</script><img src=x onerror="alert(1)"><b>bold</b>'
-
-
-@pytest.fixture(scope="module")
-def fake():
-    server = FakeOpenAI(api_key=KEY)
-    with server.running() as url:
-        server.url = url
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _fresh(fake):
-    fake.replies.clear()
-    fake.requests.clear()
-    fake.gate.clear()
 
 
 def events(res) -> list[dict]:
