@@ -60,8 +60,8 @@ document.addEventListener("DOMContentLoaded", () => {
 
   function feedbackControls(turnId) {
     const box = el("div", "feedback");
-    const up = el("button", "thumb", "👍");
-    const down = el("button", "thumb", "👎");
+    const up = el("button", "thumb", "👍 Good");
+    const down = el("button", "thumb", "👎 Bad");
     up.type = down.type = "button";
     up.setAttribute("aria-label", "thumbs up");
     down.setAttribute("aria-label", "thumbs down");
