@@ -492,3 +492,40 @@ def test_every_chat_route_needs_a_session(app, admin, make_user, fake):
     assert ask(bob, pid, "q").status_code == 401 and fake.requests == []
     with app.state.sessions() as s:
         assert s.scalar(select(User.disabled).where(User.id == bob_user.id))
+
+
+def test_the_cli_adds_a_model_and_sets_the_chat_rate(tmp_path, monkeypatch, fake):
+    """`rlhf annotate add-model` (the key from a file, shown back as a hint), and `serve --chat-per-minute`."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from rlhfkit.annotate import service
+    from rlhfkit.annotate.app import create_app
+    from rlhfkit.cli import app as cli
+
+    db = str(tmp_path / "team.db")
+    app = create_app(db)
+    with app.state.sessions() as s:
+        service.create_user(s, "ada", PASSWORD, "admin")
+        service.create_user(s, "bob", PASSWORD, "annotator")
+        service.create_project(s, "help desk")
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(KEY + "\n")
+    add = ["annotate", "add-model", "--db", db, "--project", "help desk", "--base-url", fake.url, "--model", "policy"]
+    res = CliRunner().invoke(cli, [*add, "--api-key-file", str(key_file)])
+    assert res.exit_code == 0, res.output
+    assert KEY not in res.output and "…WXYZ" in res.output
+    (view,) = login(app, "ada").get("/api/v1/projects/1/models").json()
+    assert (view["name"], view["model"], view["base_url"], view["api_key"]) == ("policy", "policy", fake.url, "…WXYZ")
+    assert CliRunner().invoke(cli, add).exit_code == 2  # the name is taken
+    res = CliRunner().invoke(cli, [*add[:-4], "--base-url", "file:///etc/passwd", "--model", "x"])
+    assert res.exit_code == 2 and "http://" in res.output
+    res = CliRunner().invoke(cli, [*add[:4], "--project", "new one", *add[6:]])  # created, as import does
+    assert res.exit_code == 0 and "new one asks policy" in res.output
+    assert events(ask(login(app, "bob"), 1, "hi"))[-1]["type"] == "done"  # the key reached the server
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
+    res = CliRunner().invoke(cli, ["annotate", "serve", "--db", db, "--chat-per-minute", "2"])
+    assert res.exit_code == 0, res.output
+    assert served[0].state.chat_rate.limit == 2
