@@ -54,14 +54,22 @@ def _fit(wins: np.ndarray, *, tol: float, max_iter: int) -> np.ndarray:
     return log_p - log_p.mean()
 
 
-def _wins(battles: list[tuple[int, int, str]], counts: np.ndarray, n_models: int, prior: float) -> np.ndarray:
+def _arrays(battles: list[tuple[int, int, str]]) -> tuple[np.ndarray, ...]:
+    """The battles as arrays: the index of A, of B, and the wins each gets (1, 0, or 0.5 each)."""
+    i = np.array([a for a, _, _ in battles], dtype=np.int64)
+    j = np.array([b for _, b, _ in battles], dtype=np.int64)
+    win_i, win_j = np.array([WIN[label] for _, _, label in battles], dtype=float).reshape(-1, 2).T
+    return i, j, win_i, win_j
+
+
+def _wins(arrays: tuple[np.ndarray, ...], counts: np.ndarray, n_models: int, prior: float) -> np.ndarray:
+    """wins[i, j]: the wins of i over j, each battle counted `counts` times, plus half of `prior` each way."""
+    i, j, win_i, win_j = arrays
     wins = np.full((n_models, n_models), prior / 2.0)
     np.fill_diagonal(wins, 0.0)
-    for (i, j, label), k in zip(battles, counts):
-        if k:
-            win_i, win_j = WIN[label]
-            wins[i, j] += k * win_i
-            wins[j, i] += k * win_j
+    cells = n_models * n_models
+    wins += np.bincount(i * n_models + j, weights=counts * win_i, minlength=cells).reshape(n_models, n_models)
+    wins += np.bincount(j * n_models + i, weights=counts * win_j, minlength=cells).reshape(n_models, n_models)
     return wins
 
 
@@ -73,7 +81,7 @@ def bradley_terry(
     models, indexed = _index(battles)
     if not models:
         return {}
-    wins = _wins(indexed, np.ones(len(indexed)), len(models), prior)
+    wins = _wins(_arrays(indexed), np.ones(len(indexed)), len(models), prior)
     if prior <= 0 and not _strongly_connected(wins):
         raise ValueError("without a prior, every model must win and lose against the others (else a rating is inf)")
     ratings = 1000.0 + SCALE * _fit(wins, tol=tol, max_iter=max_iter)
@@ -112,10 +120,11 @@ def leaderboard(
     n = len(indexed)
     point = bradley_terry(battles, prior=prior)
     rng = np.random.default_rng(seed)
+    arrays = _arrays(indexed)
     samples = np.empty((rounds, len(models)))
     for r in range(rounds):
         counts = np.bincount(rng.integers(0, n, n), minlength=n)
-        samples[r] = 1000.0 + SCALE * _fit(_wins(indexed, counts, len(models), prior), tol=1e-9, max_iter=10_000)
+        samples[r] = 1000.0 + SCALE * _fit(_wins(arrays, counts, len(models), prior), tol=1e-9, max_iter=10_000)
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(samples, [tail, 100.0 - tail], axis=0)
     rows = []
