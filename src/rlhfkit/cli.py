@@ -419,14 +419,56 @@ def annotate_serve(
     forwarded_allow_ips: str | None = typer.Option(
         None, help="Behind a reverse proxy: its addresses (comma-separated), whose X-Forwarded-For is believed."
     ),
+    chat_per_minute: int = typer.Option(
+        20, min=1, help="Model answers per person a minute on the chat page (an arena question takes two)."
+    ),
 ) -> None:
     """Serve the app (migrations are applied on start). Example: rlhf annotate serve --db team.db --port 8000"""
     from rlhfkit.annotate import server, service
 
     try:
-        server.serve(db, host=host, port=port, secure_cookies=secure_cookies, forwarded_allow_ips=forwarded_allow_ips)
+        server.serve(
+            db,
+            host=host,
+            port=port,
+            secure_cookies=secure_cookies,
+            forwarded_allow_ips=forwarded_allow_ips,
+            chat_per_minute=chat_per_minute,
+        )
     except service.ServiceError as e:
         fail(f"error: {e}")
+
+
+@annotate_app.command("add-model")
+@user_errors
+def annotate_add_model(
+    project: str = typer.Option(..., help="The project whose chat page and arena ask this model (created if missing)."),
+    base_url: str = typer.Option(..., help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8001/v1"),
+    model: str = typer.Option(..., help="The model's name on that server (the request's `model`)."),
+    name: str | None = typer.Option(None, help="What answers, exports and the leaderboard call it (default: --model)."),
+    api_key_file: Path | None = typer.Option(
+        None, help="A file holding the server's API key (sent as a bearer token, never shown back)."
+    ),
+    max_tokens: int = typer.Option(512, min=1, max=32768, help="The longest answer asked for, in tokens."),
+    db: str = typer.Option("annotate.db", help=DB_HELP),
+) -> None:
+    """Let a project's chat page and arena ask a model on an OpenAI-compatible server (rlhf serve, vLLM, ...). The
+    first model added answers on the chat page; the arena pairs any two. Admins see and change them on the admin
+    page. Example: rlhf annotate add-model --project helpdesk --base-url http://127.0.0.1:8001/v1 --model policy"""
+    from rlhfkit.annotate import chat, service
+    from rlhfkit.annotate.store import open_db
+
+    api_key = api_key_file.read_text(encoding="utf-8").strip() if api_key_file is not None else None
+    with open_db(db)() as s:
+        try:
+            p = service.find_project(s, project) or service.create_project(s, project)
+            row = chat.add_model(
+                s, p, name=name, base_url=base_url, model=model, api_key=api_key, max_tokens=max_tokens
+            )
+        except service.ServiceError as e:
+            fail(f"error: {e}")
+        key = f", API key {chat.key_hint(row.api_key)}" if row.api_key else ""
+        typer.echo(f"{p.name} asks {row.name} ({row.model} at {row.base_url}{key})")
 
 
 @annotate_app.command("create-user")
@@ -509,7 +551,13 @@ def annotate_import(
 @annotate_app.command("export")
 @user_errors
 def annotate_export(
-    fmt: str = typer.Option(..., "--format", help="sft, pairs, comparisons or rankings"),
+    fmt: str = typer.Option(
+        ...,
+        "--format",
+        help="sft, pairs, comparisons, rankings or ratings. The chat page's feedback comes too: thumbs as ratings, "
+        "a correction as sft and as a comparison (and pair) preferring it to the model's answer; arena votes as "
+        "comparisons (pairs, ratings).",
+    ),
     out: Path = typer.Argument(..., help="Output JSONL (written atomically)."),
     db: str = typer.Option("annotate.db", help=DB_HELP),
     project: str | None = typer.Option(None, help="Only this project."),
@@ -517,7 +565,8 @@ def annotate_export(
         False, help="Leave out judgements flagged unsafe, private_data or incorrect (flags are exported otherwise)."
     ),
 ) -> None:
-    """Write the judgements in the data formats rlhfkit trains on; annotators appear under pseudonyms."""
+    """Write the judgements in the data formats rlhfkit trains on (rlhf sft, reward train, dpo, kto read them as
+    written); annotators appear under pseudonyms."""
     from rlhfkit.annotate import service
     from rlhfkit.annotate.store import open_db
     from rlhfkit.runtime.files import write_jsonl

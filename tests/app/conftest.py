@@ -139,3 +139,24 @@ def serving(app, **config):
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def fake_server():
+    """A fake OpenAI-compatible chat server (tests/app/fake_openai.py) for this module's tests; `.url` is its base
+    URL and it wants fake_openai.KEY."""
+    from tests.app.fake_openai import KEY, FakeOpenAI
+
+    server = FakeOpenAI(api_key=KEY)
+    with server.running() as url:
+        server.url = url
+        yield server
+
+
+@pytest.fixture
+def fake(fake_server):
+    """The module's fake chat server with its default replies and no requests yet."""
+    fake_server.replies.clear()
+    fake_server.requests.clear()
+    fake_server.gate.clear()
+    return fake_server

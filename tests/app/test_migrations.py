@@ -53,3 +53,39 @@ def test_a_0001_database_upgrades(db_url):
         s.execute(text("DELETE FROM users WHERE name = 'eve'"))
         s.commit()
         assert service.create_user(s, "fay", PASSWORD, "annotator").id > eve.id
+
+
+def test_a_0003_database_gets_the_chat_tables_as_the_models_describe_them(db_url):
+    """Migration 0004 on a database with people and projects: the chat and arena tables are there, exactly as the
+    models in store.py describe them (Alembic finds nothing to change), and they take a turn, a battle and a model."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(store.__file__).with_name("migrations")))
+    cfg.set_main_option("sqlalchemy.url", normalize_url(db_url).replace("%", "%%"))
+    command.upgrade(cfg, "0003")
+    sessions = open_db(db_url)  # applies 0004
+    engine = create_engine(normalize_url(db_url))
+    with engine.connect() as c:
+        assert compare_metadata(MigrationContext.configure(c), store.Base.metadata) == []
+    engine.dispose()
+    with sessions() as s:
+        user = service.create_user(s, "ada", PASSWORD, "admin")
+        project = service.create_project(s, "p")
+        s.add(store.ChatModel(project_id=project.id, name="m", base_url="http://h/v1", model="m"))
+        s.add(store.ChatTurn(project_id=project.id, user_id=user.id, model="m", messages=[], answer="a"))
+        s.add(
+            store.ArenaBattle(
+                project_id=project.id,
+                user_id=user.id,
+                messages=[],
+                model_a="m",
+                model_b="n",
+                answer_a="a",
+                answer_b="b",
+            )
+        )
+        s.commit()
+    command.downgrade(cfg, "0003")
+    command.upgrade(cfg, "head")

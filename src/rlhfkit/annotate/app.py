@@ -2,9 +2,11 @@
 
 Security: every route except /healthz, /login and /api/v1/csrf needs a live server-side session of this database
 (401 without, 403 for the wrong role); sessions end at logout, when an admin disables the person, or after 12
-hours. Every POST needs the session's CSRF token (form field `csrf_token` or header `X-CSRF-Token`); bodies are
-capped before they are parsed; passwords are argon2 hashes; failed logins back off per address and name; all model
-text is escaped by Jinja2's autoescape.
+hours. Every POST (and PATCH, DELETE) needs the session's CSRF token (form field `csrf_token` or header `X-CSRF-Token`);
+bodies are capped before they are parsed; passwords are argon2 hashes; failed logins back off per address and name;
+all model text is escaped by Jinja2's autoescape, and answers streamed to the chat page are JSON in a
+text/event-stream that the page sets as text. Model endpoints (URL, key) are seen and changed by admins only; chat
+answers are limited per person (a rate, and streams at once).
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from rlhfkit.annotate import service
 from rlhfkit.annotate.deps import verify_csrf
-from rlhfkit.annotate.limits import LoginLimiter
+from rlhfkit.annotate.limits import LoginLimiter, RateLimiter, StreamSlots
 from rlhfkit.annotate.routes import admin, api, auth, pages
 from rlhfkit.annotate.service import ServiceError
 from rlhfkit.annotate.store import open_db
+from rlhfkit.annotate.upstream import Bounds
 
 HERE = Path(__file__).parent
 log = logging.getLogger("rlhfkit.annotate")
 MAX_BODY_BYTES = 4 * 2**20  # larger imports: `rlhf annotate import`
+CHAT_PER_MINUTE = 20  # model answers per person (an arena question takes two)
+CHAT_STREAMS = 2  # answers streaming to one person at once (an arena question is one)
 
 
 class ForwardedFor:
@@ -65,10 +70,12 @@ def create_app(
     secure_cookies: bool = False,
     max_body_bytes: int = MAX_BODY_BYTES,
     forwarded_allow_ips: str | None = None,
+    chat_per_minute: int = CHAT_PER_MINUTE,
 ) -> FastAPI:
     """The app on the database at `db_url` (migrated first). Cookies are signed with the database's own key unless
     `secret_key` is given; either way a session is valid only in the database that issued it. X-Forwarded-For is
-    believed from the addresses in `forwarded_allow_ips` (comma-separated; a reverse proxy's) only."""
+    believed from the addresses in `forwarded_allow_ips` (comma-separated; a reverse proxy's) only. Each person
+    gets `chat_per_minute` model answers a minute on the chat page and in the arena."""
     sessions = open_db(db_url)
     with sessions() as s:
         instance = service.instance(s)
@@ -86,6 +93,9 @@ def create_app(
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html
     app.state.login_by_name = LoginLimiter()  # per (address, name)
     app.state.login_by_address = LoginLimiter(free=20)  # per address, over all names: password spraying
+    app.state.chat_rate = RateLimiter(limit=chat_per_minute, window=60.0)  # per person
+    app.state.chat_slots = StreamSlots(per_key=CHAT_STREAMS)
+    app.state.upstream_bounds = Bounds()
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     for module in (auth, api, pages, admin):
         app.include_router(module.router)

@@ -1,4 +1,5 @@
-"""Failed-login backoff that slows an attacker down without letting them lock anyone out."""
+"""Failed-login backoff that slows an attacker down without letting them lock anyone out; per-person limits on
+chat answers (a rate, and streams open at once)."""
 
 from __future__ import annotations
 
@@ -80,3 +81,63 @@ class LoginLimiter:
     def __len__(self) -> int:
         with self._lock:
             return len(self._attempts)
+
+
+class RateLimiter:
+    """At most `limit` units per key in any `window` seconds (a sliding log of when each unit was taken). Keys are
+    forgotten a window after their last use and at most `max_keys` are kept, so memory is bounded."""
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        window: float = 60.0,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.limit, self.window, self.clock = limit, window, clock
+        self._taken: TTLCache = TTLCache(maxsize=max_keys, ttl=window, timer=clock)  # key -> [times]
+        self._lock = threading.Lock()
+
+    def take(self, key: Hashable, cost: int = 1) -> float:
+        """Take `cost` units for `key` and return 0, or take none and return the seconds until they would fit."""
+        with self._lock:
+            now = self.clock()
+            times = [t for t in self._taken.get(key, []) if t > now - self.window]
+            if len(times) + cost > self.limit:
+                if cost > self.limit:
+                    return self.window
+                return times[len(times) + cost - self.limit - 1] + self.window - now
+            self._taken[key] = times + [now] * cost
+            return 0.0
+
+
+class StreamSlots:
+    """At most `per_key` open streams per key. A slot not given back within `stale` seconds (a stream whose
+    cleanup never ran) no longer counts."""
+
+    def __init__(self, *, per_key: int, stale: float = 900.0, clock: Callable[[], float] = time.monotonic):
+        self.per_key, self.stale, self.clock = per_key, stale, clock
+        self._open: dict[Hashable, dict[int, float]] = {}
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def acquire(self, key: Hashable) -> int | None:
+        """A slot's number, or None when `key` has `per_key` open."""
+        with self._lock:
+            now = self.clock()
+            slots = {n: t for n, t in self._open.get(key, {}).items() if now - t < self.stale}
+            if len(slots) >= self.per_key:
+                self._open[key] = slots
+                return None
+            self._next += 1
+            slots[self._next] = now
+            self._open[key] = slots
+            return self._next
+
+    def release(self, key: Hashable, slot: int) -> None:
+        with self._lock:
+            slots = self._open.get(key, {})
+            slots.pop(slot, None)
+            if not slots:
+                self._open.pop(key, None)

@@ -66,3 +66,39 @@ class SubmitBody(Body):
     all_bad: bool = False
     reason: str = Field("", max_length=2000)
     flags: list[Literal["incorrect", "unsafe", "private_data"]] = Field(default_factory=list, max_length=3)
+
+
+class ChatBody(Body):
+    message: str = Field(min_length=1, max_length=8000, description="the person's question")
+    parent_id: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="continue the conversation of this answer of yours (its turn_id)"
+    )
+
+
+class ArenaBody(Body):
+    message: str = Field(min_length=1, max_length=8000, description="the question both models answer")
+
+
+class FeedbackBody(Body):
+    label: Literal["good", "bad"] = Field(description="thumbs up or down")
+    correction: str | None = Field(None, max_length=10000, description="what the answer should have been")
+
+
+class VoteBody(Body):
+    label: Literal["a", "b", "tie", "both_bad"] = Field(description="as shown: A, B, tie or both bad")
+
+
+class ModelBody(Body):
+    name: str | None = Field(None, max_length=200, description="what answers and the leaderboard call it (model)")
+    base_url: str = Field(max_length=500, description="OpenAI-compatible base URL, e.g. http://10.0.0.7:8001/v1")
+    model: str = Field(max_length=200, description="the model the endpoint serves (its `model` field)")
+    api_key: str | None = Field(None, max_length=500, description="sent as a bearer token; never shown back")
+    max_tokens: int = Field(512, ge=1, le=32768)
+
+
+class ModelUpdateBody(Body):
+    base_url: str | None = Field(None, max_length=500)
+    model: str | None = Field(None, max_length=200)
+    api_key: str | None = Field(None, max_length=500, description="a new key (omit to keep the current one)")
+    clear_api_key: bool = False
+    max_tokens: int | None = Field(None, ge=1, le=32768)

@@ -14,7 +14,13 @@ log = logging.getLogger("rlhfkit.annotate")
 
 
 def serve(
-    db: str, *, host: str, port: int, secure_cookies: bool = False, forwarded_allow_ips: str | None = None
+    db: str,
+    *,
+    host: str,
+    port: int,
+    secure_cookies: bool = False,
+    forwarded_allow_ips: str | None = None,
+    chat_per_minute: int = 20,
 ) -> None:
     """Run the app with uvicorn. X-Forwarded-For is believed only from `forwarded_allow_ips` (a reverse proxy's
     addresses); otherwise the login limiter would take each client's word for its address."""
@@ -44,7 +50,12 @@ def serve(
                 f"another rlhf annotate serve uses {path}; SQLite takes one server process (use PostgreSQL for several)"
             ) from None
     try:
-        app = create_app(db, secure_cookies=secure_cookies, forwarded_allow_ips=forwarded_allow_ips)
+        app = create_app(
+            db,
+            secure_cookies=secure_cookies,
+            forwarded_allow_ips=forwarded_allow_ips,
+            chat_per_minute=chat_per_minute,
+        )
         uvicorn.run(app, host=host, port=port, proxy_headers=False)  # the app reads X-Forwarded-For itself
     finally:
         if lock is not None:

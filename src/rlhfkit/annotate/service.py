@@ -532,7 +532,10 @@ def progress(db: Session, project: Project) -> dict[str, Any]:
 
 def export(db: Session, project: Project | None, fmt: str, *, exclude_flagged: bool = False) -> list[dict[str, Any]]:
     """Records in the formats of rlhfkit.data (one per person's judgement), with pseudonymous annotator ids and the
-    person's flags; `exclude_flagged` leaves out every judgement with a flag."""
+    person's flags; `exclude_flagged` leaves out every judgement with a flag. The chat page's thumbs and corrections
+    and the arena's votes follow the task judgements (chat.export_rows)."""
+    from rlhfkit.annotate import chat  # chat builds on this module
+
     query = select(Annotation).join(Item).order_by(Annotation.id)
     if project is not None:
         query = query.where(Item.project_id == project.id)
@@ -594,7 +597,7 @@ def export(db: Session, project: Project | None, fmt: str, *, exclude_flagged: b
                                     **extra,
                                 }
                             )
-    return rows
+    return rows + chat.export_rows(db, project, fmt)
 
 
 def project_stats(db: Session, project: Project) -> dict[str, Any]:

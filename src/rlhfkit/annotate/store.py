@@ -132,6 +132,60 @@ class Annotation(Base):
     item: Mapped[Item] = relationship()
 
 
+class ChatModel(Base):
+    """A model people chat with in a project: an OpenAI-compatible endpoint (`rlhf serve`, vLLM, ...). Admins only:
+    the browser never gets the base URL or the key. `name` is what feedback, arena votes and the leaderboard record;
+    `model` is what the endpoint is asked for."""
+
+    __tablename__ = "chat_models"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    base_url: Mapped[str] = mapped_column(String(500))
+    model: Mapped[str] = mapped_column(String(200))
+    api_key: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    max_tokens: Mapped[int] = mapped_column(Integer, default=512)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ChatTurn(Base):
+    """One answer a model gave one person on the chat page, as the server received it (the browser never tells the
+    server what the answer was), and that person's thumbs up/down and optional correction."""
+
+    __tablename__ = "chat_turns"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    model: Mapped[str] = mapped_column(String(200))  # ChatModel.name at the time
+    messages: Mapped[list] = mapped_column(JSON)  # the prompt: the conversation up to the person's question
+    answer: Mapped[str] = mapped_column(Text)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)  # cut at the size cap
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    label: Mapped[str | None] = mapped_column(String(10), nullable=True)  # good | bad
+    correction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    rated_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    user: Mapped[User] = relationship()
+
+
+class ArenaBattle(Base):
+    """Two models' answers to one question, shown blind as A and B (model_a was on the left), and the vote."""
+
+    __tablename__ = "arena_battles"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    messages: Mapped[list] = mapped_column(JSON)
+    model_a: Mapped[str] = mapped_column(String(200))
+    model_b: Mapped[str] = mapped_column(String(200))
+    answer_a: Mapped[str] = mapped_column(Text)
+    answer_b: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    label: Mapped[str | None] = mapped_column(String(10), nullable=True)  # a | b | tie | both_bad, as shown
+    voted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    user: Mapped[User] = relationship()
+
+
 def normalize_url(url: str) -> str:
     """A path becomes a SQLite URL; postgresql:// uses psycopg 3."""
     if "://" not in url:

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from rlhfkit.annotate import service
+from rlhfkit.annotate import chat, service
 from rlhfkit.annotate.deps import DB, CurrentUser, FormFields, Id, csrf_token, parse
 from rlhfkit.annotate.routes.api import project_list
 from rlhfkit.annotate.schemas import SubmitBody
@@ -87,3 +87,22 @@ def submit_form(assignment_id: Id, request: Request, form: FormFields, user: Cur
         return work_page(request, s, user, project, error=str(e), status_code=e.status)
     service.next_assignment(s, project, user)
     return RedirectResponse(f"/projects/{project.id}/work", status_code=303)
+
+
+@router.get("/projects/{project_id}/chat", response_class=HTMLResponse)
+def chat_page(project_id: Id, request: Request, user: CurrentUser, s: DB):
+    """Ask the project's model, rate its answers; ask two models at once in the arena. No model's name, URL or key
+    is on the page."""
+    project = service.get_project(s, project_id)
+    n_models = len(chat.models(s, project))
+    return request.app.state.templates.TemplateResponse(
+        request,
+        "chat.html",
+        {
+            "user": user,
+            "project": project,
+            "chat_ready": n_models >= 1,
+            "arena_ready": n_models >= 2,
+            "csrf": csrf_token(request),
+        },
+    )
