@@ -637,6 +637,7 @@ def train(
         "episodes": iterations * cfg.batch_size,
         "resumed_from_step": start,
         "world_size": world,
+        "intra_op_threads": torch.get_num_threads(),  # results are exact for a thread count, not across counts
         "mixed_precision": precision(acc),
         "distributed": "fsdp" if m.sharded else "ddp",
         **memory_report(acc, *m.held),
