@@ -1,11 +1,12 @@
 """The rollout sampler: its categorical draw, and its fast decoder against HF `generate` on the model layouts it
-takes (grouped-query attention, LoRA-wrapped projections, Qwen3's per-head norms), with left-padded prompts."""
+takes (grouped-query attention, LoRA-wrapped projections, Qwen3's per-head norms), with left-padded prompts; the
+per-row settings, generators and step hook that serving batches requests with."""
 
 import pytest
 import torch
 
 from rlhfkit.data.collate import pad_left
-from rlhfkit.models.sampler import _LlamaDecoder, draw, sample
+from rlhfkit.models.sampler import _LlamaDecoder, choose_tokens, draw, sample, top_p_filter
 
 
 def test_draw_matches_the_distribution_and_never_draws_a_zero():
@@ -27,6 +28,38 @@ def test_draw_at_the_top_of_the_unit_interval_stays_in_support(monkeypatch, u):
     probs = torch.tensor([[0.3, 0.7, 0.0, 0.0]])
     monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.full(shape, u))
     assert draw(probs).item() == 1
+
+
+def test_draw_with_given_uniforms_inverts_the_cdf_by_hand():
+    probs = torch.tensor([[0.2, 0.0, 0.5, 0.3], [0.2, 0.0, 0.5, 0.3], [0.2, 0.0, 0.5, 0.3], [1.0, 1.0, 0.0, 2.0]])
+    # cdf 0.2, 0.2, 0.7, 1.0 (and 1, 2, 2, 4 for the unnormalised row): u = 0.1 -> 0, 0.25 -> 2, 0.71 -> 3, 0.3 -> 1
+    u = torch.tensor([0.1, 0.25, 0.71, 0.3])
+    assert draw(probs, uniforms=u).tolist() == [0, 2, 3, 1]
+
+
+def test_top_p_filter_per_row_keeps_every_token_at_1_and_the_best_at_0():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4, 1)
+    # cumulative sums that round past 1 before the last token: a scalar 1 returns early, a row at 1 must keep all
+    tail = torch.log(torch.tensor([[0.999999, 1e-7, 1e-7, 1e-7]]))
+    top_p = torch.tensor([[0.7], [1.0], [0.0], [0.4]])
+    kept = torch.isfinite(top_p_filter(torch.cat([logits[:3], tail]), torch.cat([top_p[:3], torch.ones(1, 1)])))
+    assert kept.tolist() == [[True, True, False, False], [True] * 4, [True, False, False, False], [True] * 4]
+    assert torch.equal(top_p_filter(logits, top_p)[3:], top_p_filter(logits[3:], 0.4))
+
+
+def test_choose_tokens_per_row_equals_each_row_chosen_alone():
+    torch.manual_seed(1)
+    logits = torch.randn(4, 50) * 3
+    temperature, top_p = torch.tensor([0.0, 1.0, 0.7, 1.3]), torch.tensor([1.0, 1.0, 0.5, 0.9])
+    u = torch.rand(4)
+    token, logp = choose_tokens(logits, temperature=temperature, top_p=top_p, uniforms=u)
+    for i in range(4):
+        alone, alone_logp = choose_tokens(
+            logits[i : i + 1], temperature=float(temperature[i]), top_p=float(top_p[i]), uniforms=u[i : i + 1]
+        )
+        assert token[i] == alone[0]
+        assert torch.equal(logp[i], alone_logp[0])
+    assert token[0] == logits[0].argmax()  # temperature 0 is greedy whatever its uniform
 
 
 def _llama(kind: str):
@@ -94,3 +127,63 @@ def test_generate_answers_runs_the_rollout_sampler_and_agrees_with_hf_generate(t
     assert sampled == gen.generate_answers(
         model, tok, prompts, num_samples=3, temperature=1.0, seed=0, max_new_tokens=12
     )
+
+
+def test_sample_with_a_generator_per_row_does_not_depend_on_the_batch():
+    """Serving batches unrelated requests: a row with its own generator draws the same tokens alone and beside
+    others (other prompt lengths, settings and generators), and on_step ends rows early."""
+    model = _llama("gqa")
+    prompts = [[5, 9, 13, 22, 7, 3], [40, 2], [17, 17, 30, 8]]
+    query, mask = pad_left(prompts, pad_id=0, device="cpu")
+
+    def gens(seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    kw = dict(max_new_tokens=16, eos_id=-1, pad_id=0)
+    batched = sample(
+        model,
+        query,
+        mask,
+        temperature=torch.tensor([1.0, 0.0, 0.8]),
+        top_p=torch.tensor([1.0, 1.0, 0.9]),
+        generators=gens([7, 8, 9]),
+        **kw,
+    )
+    for i, (temperature, top_p, seed) in enumerate([(1.0, 1.0, 7), (0.0, 1.0, 8), (0.8, 0.9, 9)]):
+        q, m = pad_left([prompts[i]], pad_id=0, device="cpu")
+        alone = sample(
+            model,
+            q,
+            m,
+            temperature=torch.tensor([temperature]),
+            top_p=torch.tensor([top_p]),
+            generators=gens([seed]),
+            **kw,
+        )
+        assert torch.equal(batched.tokens[i], alone.tokens[0]), i
+    other_seed = sample(
+        model, query, mask, temperature=torch.ones(3), top_p=torch.ones(3), generators=gens([1, 8, 9]), **kw
+    )
+    assert not torch.equal(other_seed.tokens[0], batched.tokens[0])
+
+    seen = []
+
+    def stop_row_1_after_step_3(t, tokens, finished):
+        seen.append(tokens.clone())
+        if t == 3:
+            finished[1] = True
+
+    hooked = sample(
+        model,
+        query,
+        mask,
+        temperature=torch.tensor([1.0, 0.0, 0.8]),
+        top_p=torch.tensor([1.0, 1.0, 0.9]),
+        generators=gens([7, 8, 9]),
+        on_step=stop_row_1_after_step_3,
+        **kw,
+    )
+    assert len(seen) == 16 and torch.equal(torch.stack(seen, dim=1), hooked.tokens)
+    assert torch.equal(hooked.tokens[1, :4], batched.tokens[1, :4]) and (hooked.tokens[1, 4:] == 0).all()
+    assert hooked.mask[1].tolist() == [1] * 4 + [0] * 12 and hooked.mask[[0, 2]].all()
+    assert torch.equal(hooked.tokens[[0, 2]], batched.tokens[[0, 2]])
