@@ -40,7 +40,7 @@ def test_draw_with_given_uniforms_inverts_the_cdf_by_hand():
 def test_top_p_filter_per_row_keeps_every_token_at_1_and_the_best_at_0():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4, 1)
     # cumulative sums that round past 1 before the last token: a scalar 1 returns early, a row at 1 must keep all
-    tail = torch.log(torch.tensor([[0.999999, 1e-7, 1e-7, 1e-7]]))
+    tail = torch.log(torch.tensor([[0.5, 0.5, 1e-9, 1e-9]]))
     top_p = torch.tensor([[0.7], [1.0], [0.0], [0.4]])
     kept = torch.isfinite(top_p_filter(torch.cat([logits[:3], tail]), torch.cat([top_p[:3], torch.ones(1, 1)])))
     assert kept.tolist() == [[True, True, False, False], [True] * 4, [True, False, False, False], [True] * 4]
