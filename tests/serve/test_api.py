@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 
 import httpx
@@ -220,7 +221,7 @@ def test_a_full_queue_gets_503(client, engine, monkeypatch):
         while len(engine._pending) < 2:
             pass
         with pytest.raises(openai.InternalServerError) as e:
-            ask(client, "hi", max_tokens=3)
+            ask(client.with_options(timeout=10), "hi", max_tokens=3)
         assert e.value.status_code == 503 and error_of(e)["type"] == "server_error"
     for t in threads:
         t.join(60)
@@ -252,6 +253,14 @@ def test_an_oversized_body_gets_413_before_it_is_parsed(engine):
     from tests.serve.conftest import serving
 
     with serving(create_app({MODEL: engine}, limits=Limits(max_body_bytes=1000))) as url:
+        # refused by its Content-Length alone: the answer comes before a byte of the body is sent
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):  # the server closes the connection after its answer
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 413") and b"request_too_large" in answer
         big = b"{" + b" " * 2000  # not even JSON: parsing it would give 400
         res = httpx.post(url + "/v1/chat/completions", content=big, headers={"content-type": "application/json"})
         assert res.status_code == 413 and res.json()["error"]["code"] == "request_too_large"
