@@ -8,6 +8,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 
 import httpx
 import openai
@@ -272,3 +273,19 @@ def test_an_oversized_body_gets_413_before_it_is_parsed(engine):
                 ask(c, "x" * 2000)
             assert e.value.status_code == 413 and error_of(e)["type"] == "invalid_request_error"
             assert ask(c, "hi", max_tokens=2).choices  # a small one still passes
+
+
+def test_a_stream_the_client_drops_ends_its_choice(base_url, engine, monkeypatch):
+    jobs = []
+    run = engine.run
+    monkeypatch.setattr(engine, "run", lambda batch: jobs.extend(batch) or run(batch))
+    monkeypatch.setattr(engine, "eos_id", -1)  # no early EOS: the choice would run to max_tokens
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 900, "stream": True}
+    with httpx.stream("POST", base_url + "/v1/chat/completions", json=body, timeout=60) as res:
+        lines = res.iter_lines()
+        assert next(lines).startswith("data: ")  # the role chunk; then close the connection
+    deadline = time.monotonic() + 60
+    while not (jobs and jobs[0].remaining == 0):
+        assert time.monotonic() < deadline, "the dropped stream's choice did not end"
+        time.sleep(0.05)
+    assert jobs[0].cancelled and jobs[0].completion_tokens < 900

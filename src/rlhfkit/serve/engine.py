@@ -85,6 +85,13 @@ def choice_seed(seed: int, index: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+def _emit(job: Job, events: list[Event]) -> None:
+    try:
+        job.emit(events)
+    except Exception:  # the request's side is gone (e.g. its event loop closed): end its choices
+        job.cancelled = True
+
+
 class Engine:
     """Serve one model: `submit` queues a Job (QueueFull when `max_queue` jobs already wait); `start` runs the
     worker thread."""
@@ -154,8 +161,11 @@ class Engine:
         while True:
             jobs = self._take()
             if self._stopping:
-                for job in jobs + list(self._pending):
-                    job.emit([Failed("the server is shutting down")])
+                with self._cond:
+                    jobs += self._pending
+                    self._pending.clear()
+                for job in jobs:
+                    _emit(job, [Failed("the server is shutting down")])
                 return
             if not jobs:
                 continue
@@ -165,7 +175,7 @@ class Engine:
                 log.exception("generation failed")
                 for job in jobs:
                     if job.remaining:
-                        job.emit([Failed(f"generation failed: {type(e).__name__}")])
+                        _emit(job, [Failed(f"generation failed: {type(e).__name__}")])
 
     def run(self, jobs: list[Job]) -> None:
         """Decode the jobs as one batch (the worker's step; callable directly in tests)."""
@@ -218,7 +228,7 @@ class Engine:
                 if job.remaining == 0:
                     out.append(Done(len(job.prompt_ids), job.completion_tokens))
             for job, evs in events.items():
-                job.emit(evs)
+                _emit(job, evs)
 
         sample(
             self.model,
