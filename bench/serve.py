@@ -2,7 +2,7 @@
 against the same N requests sent one at a time to the same server process; also checks that both give every request
 the same text (seeded requests do not depend on their batch).
 
-usage: python bench/serve.py [--model tiny|smollm2] [--requests 32] [--max-tokens 64]
+usage: python bench/serve.py [--model tiny|smollm2] [--requests 32] [--max-tokens 64] [--threads N]
 tiny: the Llama of bench/tiny_models.py (hidden 256, 6 layers, vocabulary 1024); smollm2: SmolLM2-135M-Instruct.
 Each request: a different help-desk question, temperature 1.0, its own seed, max_tokens as given, streamed with
 stream_options.include_usage (tokens are the server's usage counts). The server is a separate `rlhf serve` process
@@ -35,7 +35,7 @@ def questions(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 16))) + "?" for _ in range(n)]
 
 
-def start_server(model: Path, port: int) -> subprocess.Popen:
+def start_server(model: Path, port: int, threads: int) -> subprocess.Popen:
     import httpx
 
     env = {
@@ -43,6 +43,7 @@ def start_server(model: Path, port: int) -> subprocess.Popen:
         "PYTHONPATH": os.pathsep.join(x for x in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if x),
     }
     cmd = [sys.executable, "-m", "rlhfkit.cli", "serve", str(model), "--name", "m", "--port", str(port)]
+    cmd += ["--threads", str(threads)] if threads else []
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while True:
@@ -99,6 +100,7 @@ def main() -> None:
     p.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
     p.add_argument("--requests", type=int, default=32)
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--threads", type=int, default=0, help="rlhf serve --threads (0: torch's default)")
     a = p.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,7 +113,7 @@ def main() -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        server = start_server(model, port)
+        server = start_server(model, port, a.threads)
         try:
             prompts = questions(a.requests)
             batched, batched_s = asyncio.run(measure(port, prompts, a.max_tokens, concurrent=True))
@@ -121,7 +123,11 @@ def main() -> None:
             server.wait(30)
 
     same = sum(b[0] == s[0] for b, s in zip(batched, serial))
-    print(f"model {a.model}, {a.requests} streaming requests, max_tokens {a.max_tokens}, temperature 1.0, seeded")
+    threads = a.threads or "default"
+    print(
+        f"model {a.model}, {a.requests} streaming requests, max_tokens {a.max_tokens}, temperature 1.0, seeded, "
+        f"server threads {threads}"
+    )
     print(f"{'mode':<22}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'median TTFT s':>15}")
     rows = ((f"{a.requests} concurrent", batched, batched_s), ("one at a time", serial, serial_s))
     for name, results, seconds in rows:

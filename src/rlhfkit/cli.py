@@ -422,6 +422,12 @@ def serve(
     dtype: str = typer.Option("auto", help="auto (bf16 on a GPU that supports it, else fp32), float32, bfloat16, ..."),
     max_batch: int = typer.Option(32, min=1, help="Most sequences decoded together (a request with n=4 takes 4)."),
     max_queue: int = typer.Option(256, min=1, help="Most requests waiting per model; more get 503."),
+    threads: int = typer.Option(
+        0, min=0, help="CPU threads per model's decoding (0: torch's default; 1 on a CPU shared with other jobs)."
+    ),
+    batch_wait_ms: float = typer.Option(
+        20.0, min=0.0, help="How long a batch waits after its first request for more (a burst arrives over time)."
+    ),
 ) -> None:
     """Serve models with the OpenAI chat-completions API (/v1/chat/completions, /v1/models). Example:
     rlhf serve runs/smol-ppo --name helpdesk --port 8000
@@ -432,7 +438,16 @@ def serve(
     models = parse_models(model_dir, name, model or [])
     key = read_api_key(api_key_file) if api_key_file is not None else None
     run_server(
-        models, host=host, port=port, api_key=key, device=device, dtype=dtype, max_batch=max_batch, max_queue=max_queue
+        models,
+        host=host,
+        port=port,
+        api_key=key,
+        device=device,
+        dtype=dtype,
+        max_batch=max_batch,
+        max_queue=max_queue,
+        threads=threads or None,
+        batch_wait=batch_wait_ms / 1000,
     )
 
 

@@ -50,6 +50,8 @@ def test_rlhf_serve_process_with_two_models_and_a_key_file(tiny_lm, tmp_path):
         str(port),
         "--api-key-file",
         str(key_file),
+        "--threads",
+        "1",
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import secrets
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class Job:
     seed: int | None = None
     stream: bool = False
     cancelled: bool = False  # set when the client went away: its choices end at the next step
+    arrived: float = field(default=0.0, init=False)  # time.monotonic() when queued
     remaining: int = field(default=0, init=False)
     completion_tokens: int = field(default=0, init=False)
 
@@ -105,8 +107,12 @@ class Engine:
         max_queue: int = 256,
         dtype: torch.dtype | None = None,
         fast: bool = True,
+        threads: int | None = None,
+        batch_wait: float = 0.02,
     ):
         self.model, self.tokenizer = model.eval(), tokenizer
+        self.threads = threads  # torch's intra-op threads in the worker (None: torch's default)
+        self.batch_wait = batch_wait  # seconds a batch waits, from its oldest request's arrival, for a fuller batch
         self.decoder_tokenizer = copy.deepcopy(tokenizer)  # the worker's own: fast tokenizers are not thread-safe
         self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
         self.context = getattr(model.config, "max_position_embeddings", None)
@@ -124,7 +130,7 @@ class Engine:
         with self._cond:
             if len(self._pending) >= self.max_queue:
                 raise QueueFull(f"{len(self._pending)} requests are waiting already")
-            job.remaining = job.n
+            job.remaining, job.arrived = job.n, time.monotonic()
             self._pending.append(job)
             self._cond.notify()
 
@@ -145,19 +151,30 @@ class Engine:
             thread.join()
 
     def _take(self) -> list[Job]:
-        """Wait for a job; then take the queued jobs, in order, while their rows fit one batch."""
+        """Wait for a job, and up to `batch_wait` after its arrival for more while the batch is not full (a burst of
+        requests arrives over some milliseconds: without the wait its first request would run alone); then take the
+        queued jobs, in order, while their rows fit one batch."""
         with self._cond:
             while not self._pending and not self._stopping:
                 self._cond.wait()
+            while not self._stopping and sum(job.n for job in self._pending) < self.max_batch:
+                left = self._pending[0].arrived + self.batch_wait - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
             jobs, rows = [], 0
             while self._pending and rows + self._pending[0].n <= self.max_batch:
                 job = self._pending.popleft()
-                if not job.cancelled:
-                    jobs.append(job)
-                    rows += job.n
+                if job.cancelled:  # its client went away while it waited
+                    job.remaining = 0
+                    continue
+                jobs.append(job)
+                rows += job.n
             return jobs
 
     def _loop(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
         while True:
             jobs = self._take()
             if self._stopping:

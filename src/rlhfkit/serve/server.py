@@ -45,13 +45,20 @@ def read_api_key(path: str | os.PathLike) -> str:
 
 
 def load_engine(
-    model_dir: str, *, device: str = "auto", dtype: str = "auto", max_batch: int = 32, max_queue: int = 256
-):
+    model_dir: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    max_batch: int = 32,
+    max_queue: int = 256,
+    threads: int | None = None,
+    batch_wait: float = 0.02,
+) -> Engine:
     from rlhfkit.models.load import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(model_dir, padding_side="left")
     model = load_causal_lm(model_dir, device=device, dtype=dtype)
-    return Engine(model, tokenizer, max_batch=max_batch, max_queue=max_queue)
+    return Engine(model, tokenizer, max_batch=max_batch, max_queue=max_queue, threads=threads, batch_wait=batch_wait)
 
 
 def serve(
@@ -64,6 +71,8 @@ def serve(
     dtype: str = "auto",
     max_batch: int = 32,
     max_queue: int = 256,
+    threads: int | None = None,
+    batch_wait: float = 0.02,
     limits: Limits = Limits(),
 ) -> None:
     import uvicorn
@@ -71,7 +80,15 @@ def serve(
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(f"serving on {host} without an API key: anyone who reaches the port can use the models")
     engines = {
-        name: load_engine(path, device=device, dtype=dtype, max_batch=max_batch, max_queue=max_queue)
+        name: load_engine(
+            path,
+            device=device,
+            dtype=dtype,
+            max_batch=max_batch,
+            max_queue=max_queue,
+            threads=threads,
+            batch_wait=batch_wait,
+        )
         for name, path in models.items()
     }
     try:
