@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from rlhfkit.data.collate import pad_left
-from rlhfkit.models.sampler import _LlamaDecoder, choose_tokens, draw, sample, top_p_filter
+from rlhfkit.models.sampler import (
+    _LlamaDecoder,
+    choose_tokens,
+    draw,
+    exponential_noise,
+    race,
+    sample,
+    top_p_filter,
+)
 
 
 def test_draw_matches_the_distribution_and_never_draws_a_zero():
@@ -30,11 +38,44 @@ def test_draw_at_the_top_of_the_unit_interval_stays_in_support(monkeypatch, u):
     assert draw(probs).item() == 1
 
 
-def test_draw_with_given_uniforms_inverts_the_cdf_by_hand():
-    probs = torch.tensor([[0.2, 0.0, 0.5, 0.3], [0.2, 0.0, 0.5, 0.3], [0.2, 0.0, 0.5, 0.3], [1.0, 1.0, 0.0, 2.0]])
-    # cdf 0.2, 0.2, 0.7, 1.0 (and 1, 2, 2, 4 for the unnormalised row): u = 0.1 -> 0, 0.25 -> 2, 0.71 -> 3, 0.3 -> 1
-    u = torch.tensor([0.1, 0.25, 0.71, 0.3])
-    assert draw(probs, uniforms=u).tolist() == [0, 2, 3, 1]
+def test_race_by_hand_and_from_its_noise():
+    probs = torch.tensor([[0.2, 0.0, 0.5, 0.3], [2.0, 0.0, 1.0, 1.0]])  # rows need not sum to 1
+    noise = torch.tensor([[1.0, 1e-300, 2.0, 0.1], [4.0, 1e-300, 1.0, 0.5]], dtype=torch.float64)
+    # ratios 0.2, 0, 0.25, 3 and 0.5, 0, 1, 2: a zero probability never wins, however small its noise
+    assert race(probs, noise).tolist() == [3, 3]
+    g = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)]
+    a, b = exponential_noise(g, 1000), exponential_noise(g[:1], 1000)
+    assert a.dtype == torch.float64 and (a > 0).all() and torch.equal(a[0], a[1])  # row i from generator i
+    assert not torch.equal(a[0], b[0])  # the generator moved on
+    assert abs(float(a.mean()) - 1.0) < 0.1  # Exp(1)
+
+
+def test_race_matches_the_distribution_and_never_draws_a_zero():
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.25, 0.25], [2.0, 0.0, 0.0, 0.0, 6.0]])
+    g = [torch.Generator().manual_seed(1)]
+    n = 20000
+    tokens = torch.stack([race(probs, torch.cat([exponential_noise(g, 5), exponential_noise(g, 5)])) for _ in range(n)])
+    counts = torch.nn.functional.one_hot(tokens, 5).sum(dim=0).double()
+    expected = probs / probs.sum(dim=1, keepdim=True)
+    assert counts[probs == 0].sum() == 0
+    sigma = (expected * (1 - expected) / n).sqrt()
+    assert ((counts / n - expected).abs() <= 4 * sigma + 1e-9).all(), counts / n
+
+
+def test_race_keeps_its_token_when_rounding_moves_the_probabilities_and_draw_does_not():
+    """Why serving draws by race: the same row computed in another batch differs by ~5e-5 in its logits (measured on
+    SmolLM2). With a real model's spread of logits over a 50k vocabulary that flips the inverted-cdf draw of a few
+    percent of the rows (each flip changes the rest of an answer), the race's almost never."""
+    torch.manual_seed(0)
+    logits = torch.randn(300, 50_000) * 3
+    moved = logits + torch.randn_like(logits) * 5e-5
+    p, q = logits.softmax(dim=-1), moved.softmax(dim=-1)
+    u = torch.rand(300, 1)
+    drawn = [torch.searchsorted(x.cumsum(-1), u * x.sum(-1, keepdim=True), right=True).squeeze(1) for x in (p, q)]
+    noise = exponential_noise([torch.Generator().manual_seed(i) for i in range(300)], 50_000)
+    raced = race(p, noise), race(q, noise)
+    assert int((drawn[0] != drawn[1]).sum()) >= 5  # measured: 11 of 300
+    assert int((raced[0] != raced[1]).sum()) <= 1  # measured: none
 
 
 def test_top_p_filter_per_row_keeps_every_token_at_1_and_the_best_at_0():
@@ -51,11 +92,11 @@ def test_choose_tokens_per_row_equals_each_row_chosen_alone():
     torch.manual_seed(1)
     logits = torch.randn(4, 50) * 3
     temperature, top_p = torch.tensor([0.0, 1.0, 0.7, 1.3]), torch.tensor([1.0, 1.0, 0.5, 0.9])
-    u = torch.rand(4)
-    token, logp = choose_tokens(logits, temperature=temperature, top_p=top_p, uniforms=u)
+    noise = exponential_noise([torch.Generator().manual_seed(i) for i in range(4)], 50)
+    token, logp = choose_tokens(logits, temperature=temperature, top_p=top_p, noise=noise)
     for i in range(4):
         alone, alone_logp = choose_tokens(
-            logits[i : i + 1], temperature=float(temperature[i]), top_p=float(top_p[i]), uniforms=u[i : i + 1]
+            logits[i : i + 1], temperature=float(temperature[i]), top_p=float(top_p[i]), noise=noise[i : i + 1]
         )
         assert token[i] == alone[0]
         assert torch.equal(logp[i], alone_logp[0])

@@ -3,10 +3,11 @@
 The worker takes every queued request that fits (`max_batch` rows, a request with n choices takes n) and decodes
 them together with `models.sampler.sample`: per-row temperature (0 = greedy) and top_p, and one CPU generator per
 choice, seeded from the request's seed and the choice's index (a random seed without one), from which the choice
-draws one uniform number per step; so a seeded choice's tokens do not depend on what it was batched with. The
+draws its own noise for each step's exponential race (`sampler.race`); so a seeded choice's tokens do not depend on
+what it was batched with, up to near-ties that the batch's different rounding (~5e-5 in the logits) can break. The
 sampler's step hook turns each new token into text (text.ChoiceText), ends a choice at EOS, at a stop string or at
 its own max_tokens, and hands the events to the request's `emit` (called from the worker thread). Requests that
-arrive while a batch runs wait for the next batch.
+arrive while a batch runs wait for the next batch (after `batch_wait` for a burst's later requests).
 """
 
 from __future__ import annotations
