@@ -57,6 +57,8 @@ bench: $(VENV)/.bench
 	$(BIN)/python bench/dpo.py --model smollm2
 	$(BIN)/python bench/grpo.py
 	$(BIN)/python bench/fsdp.py
+	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/serve.py --model smollm2
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -406,6 +406,51 @@ def model_import(
     typer.echo(f"imported {gguf} into {out_dir}")
 
 
+@app.command()
+@user_errors
+def serve(
+    model_dir: str = typer.Argument(..., help="Model directory to serve."),
+    name: str | None = typer.Option(None, help="The model's name in the API (default: the directory's name)."),
+    model: list[str] | None = typer.Option(None, "--model", help="Another model to serve, as NAME=DIR (repeatable)."),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    api_key_file: Path | None = typer.Option(
+        None,
+        help="Require Authorization: Bearer KEY, the key being this file's first line (never on the command line).",
+    ),
+    device: str = typer.Option("auto"),
+    dtype: str = typer.Option("auto", help="auto (bf16 on a GPU that supports it, else fp32), float32, bfloat16, ..."),
+    max_batch: int = typer.Option(32, min=1, help="Most sequences decoded together (a request with n=4 takes 4)."),
+    max_queue: int = typer.Option(256, min=1, help="Most requests waiting per model; more get 503."),
+    threads: int = typer.Option(
+        0, min=0, help="CPU threads per model's decoding (0: torch's default; 1 on a CPU shared with other jobs)."
+    ),
+    batch_wait_ms: float = typer.Option(
+        20.0, min=0.0, help="How long a batch waits after its first request for more (a burst arrives over time)."
+    ),
+) -> None:
+    """Serve models with the OpenAI chat-completions API (/v1/chat/completions, /v1/models). Example:
+    rlhf serve runs/smol-ppo --name helpdesk --port 8000
+    """
+    from rlhfkit.serve.server import parse_models, read_api_key
+    from rlhfkit.serve.server import serve as run_server
+
+    models = parse_models(model_dir, name, model or [])
+    key = read_api_key(api_key_file) if api_key_file is not None else None
+    run_server(
+        models,
+        host=host,
+        port=port,
+        api_key=key,
+        device=device,
+        dtype=dtype,
+        max_batch=max_batch,
+        max_queue=max_queue,
+        threads=threads or None,
+        batch_wait=batch_wait_ms / 1000,
+    )
+
+
 DB_HELP = "Database: a SQLite file path or URL, or postgresql://user@host/db."
 
 

@@ -1,11 +1,20 @@
 """The rollout sampler: its categorical draw, and its fast decoder against HF `generate` on the model layouts it
-takes (grouped-query attention, LoRA-wrapped projections, Qwen3's per-head norms), with left-padded prompts."""
+takes (grouped-query attention, LoRA-wrapped projections, Qwen3's per-head norms), with left-padded prompts; the
+per-row settings, generators and step hook that serving batches requests with."""
 
 import pytest
 import torch
 
 from rlhfkit.data.collate import pad_left
-from rlhfkit.models.sampler import _LlamaDecoder, draw, sample
+from rlhfkit.models.sampler import (
+    _LlamaDecoder,
+    choose_tokens,
+    draw,
+    exponential_noise,
+    race,
+    sample,
+    top_p_filter,
+)
 
 
 def test_draw_matches_the_distribution_and_never_draws_a_zero():
@@ -27,6 +36,71 @@ def test_draw_at_the_top_of_the_unit_interval_stays_in_support(monkeypatch, u):
     probs = torch.tensor([[0.3, 0.7, 0.0, 0.0]])
     monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.full(shape, u))
     assert draw(probs).item() == 1
+
+
+def test_race_by_hand_and_from_its_noise():
+    probs = torch.tensor([[0.2, 0.0, 0.5, 0.3], [2.0, 0.0, 1.0, 1.0]])  # rows need not sum to 1
+    noise = torch.tensor([[1.0, 1e-300, 2.0, 0.1], [4.0, 1e-300, 1.0, 0.5]], dtype=torch.float64)
+    # ratios 0.2, 0, 0.25, 3 and 0.5, 0, 1, 2: a zero probability never wins, however small its noise
+    assert race(probs, noise).tolist() == [3, 3]
+    g = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)]
+    a, b = exponential_noise(g, 1000), exponential_noise(g[:1], 1000)
+    assert a.dtype == torch.float64 and (a > 0).all() and torch.equal(a[0], a[1])  # row i from generator i
+    assert not torch.equal(a[0], b[0])  # the generator moved on
+    assert abs(float(a.mean()) - 1.0) < 0.1  # Exp(1)
+
+
+def test_race_matches_the_distribution_and_never_draws_a_zero():
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.25, 0.25], [2.0, 0.0, 0.0, 0.0, 6.0]])
+    g = [torch.Generator().manual_seed(1)]
+    n = 20000
+    tokens = torch.stack([race(probs, torch.cat([exponential_noise(g, 5), exponential_noise(g, 5)])) for _ in range(n)])
+    counts = torch.nn.functional.one_hot(tokens, 5).sum(dim=0).double()
+    expected = probs / probs.sum(dim=1, keepdim=True)
+    assert counts[probs == 0].sum() == 0
+    sigma = (expected * (1 - expected) / n).sqrt()
+    assert ((counts / n - expected).abs() <= 4 * sigma + 1e-9).all(), counts / n
+
+
+def test_race_keeps_its_token_when_rounding_moves_the_probabilities_and_draw_does_not():
+    """Why serving draws by race: the same row computed in another batch differs by ~5e-5 in its logits (measured on
+    SmolLM2). With a real model's spread of logits over a 50k vocabulary that flips the inverted-cdf draw of a few
+    percent of the rows (each flip changes the rest of an answer), the race's almost never."""
+    torch.manual_seed(0)
+    logits = torch.randn(300, 50_000) * 3
+    moved = logits + torch.randn_like(logits) * 5e-5
+    p, q = logits.softmax(dim=-1), moved.softmax(dim=-1)
+    u = torch.rand(300, 1)
+    drawn = [torch.searchsorted(x.cumsum(-1), u * x.sum(-1, keepdim=True), right=True).squeeze(1) for x in (p, q)]
+    noise = exponential_noise([torch.Generator().manual_seed(i) for i in range(300)], 50_000)
+    raced = race(p, noise), race(q, noise)
+    assert int((drawn[0] != drawn[1]).sum()) >= 5  # measured: 11 of 300
+    assert int((raced[0] != raced[1]).sum()) <= 1  # measured: none
+
+
+def test_top_p_filter_per_row_keeps_every_token_at_1_and_the_best_at_0():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4, 1)
+    # cumulative sums that round past 1 before the last token: a scalar 1 returns early, a row at 1 must keep all
+    tail = torch.log(torch.tensor([[0.5, 0.5, 1e-9, 1e-9]]))
+    top_p = torch.tensor([[0.7], [1.0], [0.0], [0.4]])
+    kept = torch.isfinite(top_p_filter(torch.cat([logits[:3], tail]), torch.cat([top_p[:3], torch.ones(1, 1)])))
+    assert kept.tolist() == [[True, True, False, False], [True] * 4, [True, False, False, False], [True] * 4]
+    assert torch.equal(top_p_filter(logits, top_p)[3:], top_p_filter(logits[3:], 0.4))
+
+
+def test_choose_tokens_per_row_equals_each_row_chosen_alone():
+    torch.manual_seed(1)
+    logits = torch.randn(4, 50) * 3
+    temperature, top_p = torch.tensor([0.0, 1.0, 0.7, 1.3]), torch.tensor([1.0, 1.0, 0.5, 0.9])
+    noise = exponential_noise([torch.Generator().manual_seed(i) for i in range(4)], 50)
+    token, logp = choose_tokens(logits, temperature=temperature, top_p=top_p, noise=noise)
+    for i in range(4):
+        alone, alone_logp = choose_tokens(
+            logits[i : i + 1], temperature=float(temperature[i]), top_p=float(top_p[i]), noise=noise[i : i + 1]
+        )
+        assert token[i] == alone[0]
+        assert torch.equal(logp[i], alone_logp[0])
+    assert token[0] == logits[0].argmax()  # temperature 0 is greedy whatever its uniform
 
 
 def _llama(kind: str):
@@ -94,3 +168,63 @@ def test_generate_answers_runs_the_rollout_sampler_and_agrees_with_hf_generate(t
     assert sampled == gen.generate_answers(
         model, tok, prompts, num_samples=3, temperature=1.0, seed=0, max_new_tokens=12
     )
+
+
+def test_sample_with_a_generator_per_row_does_not_depend_on_the_batch():
+    """Serving batches unrelated requests: a row with its own generator draws the same tokens alone and beside
+    others (other prompt lengths, settings and generators), and on_step ends rows early."""
+    model = _llama("gqa")
+    prompts = [[5, 9, 13, 22, 7, 3], [40, 2], [17, 17, 30, 8]]
+    query, mask = pad_left(prompts, pad_id=0, device="cpu")
+
+    def gens(seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    kw = dict(max_new_tokens=16, eos_id=-1, pad_id=0)
+    batched = sample(
+        model,
+        query,
+        mask,
+        temperature=torch.tensor([1.0, 0.0, 0.8]),
+        top_p=torch.tensor([1.0, 1.0, 0.9]),
+        generators=gens([7, 8, 9]),
+        **kw,
+    )
+    for i, (temperature, top_p, seed) in enumerate([(1.0, 1.0, 7), (0.0, 1.0, 8), (0.8, 0.9, 9)]):
+        q, m = pad_left([prompts[i]], pad_id=0, device="cpu")
+        alone = sample(
+            model,
+            q,
+            m,
+            temperature=torch.tensor([temperature]),
+            top_p=torch.tensor([top_p]),
+            generators=gens([seed]),
+            **kw,
+        )
+        assert torch.equal(batched.tokens[i], alone.tokens[0]), i
+    other_seed = sample(
+        model, query, mask, temperature=torch.ones(3), top_p=torch.ones(3), generators=gens([1, 8, 9]), **kw
+    )
+    assert not torch.equal(other_seed.tokens[0], batched.tokens[0])
+
+    seen = []
+
+    def stop_row_1_after_step_3(t, tokens, finished):
+        seen.append(tokens.clone())
+        if t == 3:
+            finished[1] = True
+
+    hooked = sample(
+        model,
+        query,
+        mask,
+        temperature=torch.tensor([1.0, 0.0, 0.8]),
+        top_p=torch.tensor([1.0, 1.0, 0.9]),
+        generators=gens([7, 8, 9]),
+        on_step=stop_row_1_after_step_3,
+        **kw,
+    )
+    assert len(seen) == 16 and torch.equal(torch.stack(seen, dim=1), hooked.tokens)
+    assert torch.equal(hooked.tokens[1, :4], batched.tokens[1, :4]) and (hooked.tokens[1, 4:] == 0).all()
+    assert hooked.mask[1].tolist() == [1] * 4 + [0] * 12 and hooked.mask[[0, 2]].all()
+    assert torch.equal(hooked.tokens[[0, 2]], batched.tokens[[0, 2]])
