@@ -199,6 +199,7 @@ class Engine:
         """Decode the jobs as one batch (the worker's step; callable directly in tests)."""
         rows = [(job, i) for job in jobs for i in range(job.n)]
         self.batches.append(len(rows))
+        del self.batches[:-10_000]  # a long-running server keeps the recent ones only
         input_ids, attention_mask = pad_left([job.prompt_ids for job, _ in rows], pad_id=self.pad_id)
         temperature = torch.tensor([job.temperature for job, _ in rows], dtype=torch.float32)
         top_p = torch.tensor([job.top_p for job, _ in rows], dtype=torch.float32)
