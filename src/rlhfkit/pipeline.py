@@ -302,7 +302,14 @@ def run_pipeline(
                     f"(for instance in the annotation app), export the rankings to {path} "
                     "and run again; finished stages are skipped"
                 )
-            rows = [r.to_dict() for r in read_records(path).records]
+            found = read_records(path)
+            first = read_records(earlier[0] / "rankings.jsonl").format if earlier else found.format
+            if found.format != first:
+                raise ConfigError(
+                    f"{path}: {found.format}, but round 1's file holds {first}; the reward model trains on every "
+                    "round's file together, so export each round in one format"
+                )
+            rows = [r.to_dict() for r in found.records]
         else:
             rows = hooks.rank([json.loads(x) for x in (into / "samples.jsonl").read_text().splitlines()])
         by_prompt: dict[str, list[dict]] = {}

@@ -150,4 +150,8 @@ def test_pipeline_checks_its_settings_before_running(tmp_path):
     assert res.exit_code == 2 and "unknown setting 'bogus'" in res.output
     res = runner.invoke(app, ["pipeline", "run", str(cfg), "ppo.policy=x", "rankings_file=r.jsonl"])
     assert res.exit_code == 2 and "set by the pipeline" in res.output
+    res = runner.invoke(app, ["pipeline", "run", str(cfg), "rounds=2", "rankings_file=r.jsonl"])
+    assert res.exit_code == 2 and "put {round} in the name" in " ".join(res.output.split())
+    res = runner.invoke(app, ["pipeline", "run", str(cfg), "rounds=2", "methods=[dpo]", "rankings_file=r{round}.jsonl"])
+    assert res.exit_code == 2 and "put ppo in methods" in res.output
     assert not (tmp_path / "out").exists()  # nothing ran
