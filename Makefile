@@ -55,6 +55,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python bench/ppo.py --model smollm2 --low-memory
 	$(BIN)/python bench/dpo.py
 	$(BIN)/python bench/dpo.py --model smollm2
+	$(BIN)/python bench/kto.py
 	$(BIN)/python bench/grpo.py
 	$(BIN)/python bench/fsdp.py
 	$(BIN)/python bench/serve.py
