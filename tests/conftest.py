@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -55,6 +59,30 @@ def assert_sharded_in_halves(one: Path, two: Path) -> None:
     assert sum(held_two) == held_one[0]
     assert all(0.4 * held_one[0] < n <= 0.6 * held_one[0] for n in held_two), (held_two, held_one)
     assert all(g > 0 for g in metrics["peak_memory_gib_per_process"])
+
+
+@contextmanager
+def serving(app, **config):
+    """`app` under a real uvicorn server in a thread of this process (so monkeypatches apply and the app's objects
+    can be inspected); yields its base URL. The socket is bound before the server starts, so no other process can
+    take the port in between. `config` goes to uvicorn."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **config))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from rlhfkit.annotate import service
 from rlhfkit.annotate.app import create_app
+from tests.conftest import serving  # noqa: F401 (the app tests import it from here)
 
 PASSWORD = "correct horse battery"
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("RLHFKIT_TEST_DATABASE_URL") else [])
@@ -118,27 +118,6 @@ def served(db: str, *options: str):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-@contextmanager
-def serving(app, **config):
-    """`app` under a real uvicorn server in this process (one event loop and its worker threads, as in production;
-    TestClient starts a loop per request), so monkeypatches apply; yields its base URL. `config` goes to uvicorn."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,12 @@ engine can be paused and inspected), talked to by the official `openai` client."
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from contextlib import contextmanager
 
 import pytest
+
+from tests.conftest import serving  # noqa: F401 (the serve tests import it from here)
 
 MODEL = "tiny"
 
@@ -17,28 +18,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@contextmanager
-def serving(app):
-    """`app` under uvicorn in a thread; yields the base URL (without /v1)."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 @pytest.fixture(scope="session")
