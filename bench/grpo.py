@@ -1,6 +1,6 @@
 """Critic-free RL speed: `rlhf ppo advantage=grpo|rloo` beside current TRL's GRPOTrainer / RLOOTrainer on identical
-models, prompts, reward and settings, both timed as whole processes with their peak memory; and GRPO's loss of one
-fixed batch before any update, computed by each side's own code.
+models, prompts, reward and settings, both timed as whole processes with their peak memory; and GRPO's and RLOO's
+loss of one fixed batch before any update, computed by each side's own code (RLOO: also its gradient).
 
 usage: python bench/grpo.py [--advantage grpo|rloo|both] [--episodes 1024]
 The tiny Llama policy of bench/tiny_models.py (hidden 128, 4 layers), full fine-tuning, raw prompts, the
@@ -27,9 +27,10 @@ HERE = Path(__file__).parent
 GENERATIONS, BATCH, MINIBATCH, EPOCHS, NEW_TOKENS, LR, BETA, TEMPERATURE = 4, 16, 8, 2, 32, 1e-5, 0.04, 0.7
 
 
-def step0_batch(policy: Path, prompts: list[str]) -> tuple[dict, float]:
-    """One batch sampled by our sampler (4 prompts of equal length x 4 responses) with its rewards and GRPO
-    advantages, and rlhf ppo's GRPO loss of it before any update (old = reference = the policy)."""
+def step0_batch(policy: Path, prompts: list[str]) -> tuple[dict, float, dict]:
+    """One batch sampled by our sampler (4 prompts of equal length x 4 responses) with its rewards and GRPO and RLOO
+    advantages, rlhf ppo's GRPO loss of it before any update (old = reference = the policy), and its RLOO loss and
+    gradient."""
     import torch
     from rewards import distinct_words
 
@@ -75,14 +76,32 @@ def step0_batch(policy: Path, prompts: list[str]) -> tuple[dict, float]:
         loss, _ = policy_loss(
             model, rollout, advantages.unsqueeze(1) * mask, rows, context=context, cfg=cfg, kl_coef=BETA
         )
+    # RLOO, rlhf ppo's definition (token-level ratio, token mean); its gradient too (at ratio 1: the REINFORCE
+    # gradient sum_i A_i grad log pi(y_i) over the batch's tokens; TRL's sequence-level one: over its answers)
+    rloo = group_advantages(scores, group_size=GENERATIONS, kind="rloo")
+    rloo_cfg = PPOConfig(advantage="rloo", num_generations=GENERATIONS, temperature=TEMPERATURE, cliprange=0.2)
+    rloo_loss, _ = policy_loss(
+        model, rollout, rloo.unsqueeze(1) * mask, rows, context=context, cfg=rloo_cfg, kl_coef=BETA
+    )
+    rloo_loss.backward()
+    lengths = mask.sum(dim=1).float()
+    rloo_check = {
+        "loss": rloo_loss.item(),
+        "closed_form": (-(rloo * lengths).sum() / lengths.sum()).item(),
+        "trl_closed_form": -rloo.mean().item(),
+        "mean_length": lengths.mean().item(),
+        "grad": {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+        "lengths": sorted(set(lengths.int().tolist())),
+    }
     batch = {
         "prompt_ids": query.tolist(),
         "completion_ids": samples.tokens.tolist(),
         "completion_mask": mask.tolist(),
         "scores": scores.tolist(),
         "advantages": advantages.tolist(),
+        "rloo_advantages": rloo.tolist(),
     }
-    return batch, loss.item()
+    return batch, loss.item(), rloo_check
 
 
 def main() -> None:
@@ -97,7 +116,7 @@ def main() -> None:
     policy = build(work / "models") / "policy"
     prompts = [f"where is the hr office in boston {i % 7} please" for i in range(256)]
     prompts_file = write_jsonl(work / "prompts.jsonl", [{"prompt": q} for q in prompts])
-    batch, ours_step0 = step0_batch(policy, prompts)
+    batch, ours_step0, ours_rloo = step0_batch(policy, prompts)
     check = work / "check.json"
     check.write_text(json.dumps(batch))
 
@@ -133,8 +152,7 @@ def main() -> None:
         trl_cmd += ["--episodes", a.episodes, "--batch", BATCH, "--minibatch", MINIBATCH]
         trl_cmd += ["--generations", GENERATIONS, "--epochs", EPOCHS, "--response-length", NEW_TOKENS]
         trl_cmd += ["--lr", LR, "--beta", BETA, "--temperature", TEMPERATURE]
-        if advantage == "grpo":
-            trl_cmd += ["--check", check]
+        trl_cmd += ["--check", check]
         trl_s, text, trl_gib = run_measured(trl_cmd)
         m = re.search(r"episodes in ([\d.]+)s; reward ([-\d.]+) -> ([-\d.]+)", text)
         trl_loop, trl_first, trl_last = map(float, m.groups())
@@ -167,12 +185,27 @@ def main() -> None:
             print(
                 f"{label:<30}{whole:>10.1f}{loop:>8.1f}{gib:>9.2f}{r0:>13.4f} -> {r1:<9.4f}{theirs[0] / whole:>7.2f}x"
             )
-    for _advantage, _, _, trl_step0 in results:
-        if trl_step0 is not None:
+    for advantage, _, _, trl_step0 in results:
+        if advantage == "grpo":
             print(
                 f"GRPO loss of one fixed batch before any update (same advantages): rlhfkit {ours_step0:.8f}, "
                 f"trl {trl_step0:.8f}, difference {abs(ours_step0 - trl_step0):.1e}"
             )
+            continue
+        r = ours_rloo
+        theirs = torch.load(check.with_suffix(".rloo-grad.pt"))
+        worst = max((r["grad"][n] * r["mean_length"] - g).abs().max().item() for n, g in theirs.items())
+        scale = max(g.abs().max().item() for g in theirs.values())
+        print(
+            f"RLOO loss of the same batch before any update (same RLOO advantages A_i; answer lengths L_i "
+            f"{r['lengths']}):\n"
+            f"  rlhfkit (token-level ratio, token mean) {r['loss']:.8f} (closed form -sum A_i L_i / sum L_i "
+            f"{r['closed_form']:.8f}); trl (sequence-level ratio, sequence mean) {trl_step0:.8f} (closed form "
+            f"-mean A_i {r['trl_closed_form']:.8f}); difference {abs(r['loss'] - trl_step0):.1e} (by definition: "
+            f"equal only when all answers have one length)\n"
+            f"  gradient (at ratio 1 both are sum_i A_i grad log pi(y_i), over the tokens or over the answers): "
+            f"max |rlhfkit x mean length - trl| {worst:.1e}, largest trl entry {scale:.1e}"
+        )
 
 
 if __name__ == "__main__":

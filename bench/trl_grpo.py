@@ -8,7 +8,8 @@ Raw prompts (no chat template), the reward of bench/rewards.py, one optimizer st
 accumulation), `epochs` passes over each generation batch (TRL's num_iterations), linear decay, CPU fp32.
 GRPO: loss_type=bnpo (token mean over each minibatch: rlhf ppo's definition), rewards scaled within each group, the
 k3 KL in the loss. RLOO: TRL's own definition (a sequence-level ratio, a mean over sequences), the k1 KL summed in
-the reward. With --check, GRPO's step-0 loss of a given batch is printed before training (see bench/grpo.py).
+the reward. With --check, the step-0 loss of a given batch is printed before training (see bench/grpo.py); RLOO's
+gradient of it is saved beside the batch file (BATCH.rloo-grad.pt).
 """
 
 from __future__ import annotations
@@ -54,6 +55,38 @@ def step0_loss(trainer, batch: dict) -> float:
             "ref_per_token_logps": ref,
         }
         return trainer._compute_loss(model, inputs).item()
+
+
+def rloo_step0_loss(trainer, batch: dict, grad_file: Path) -> float:
+    """TRL's RLOO loss of a fixed batch before any update (the policy is its own old policy, so the sequence-level
+    ratio is 1) with given advantages; its gradient is saved to `grad_file` ({parameter name: gradient})."""
+    import torch
+
+    model = trainer.model
+    model.eval()
+    prompt_ids = torch.tensor(batch["prompt_ids"])
+    completion_ids = torch.tensor(batch["completion_ids"])
+    completion_mask = torch.tensor(batch["completion_mask"])
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    attention = torch.cat([torch.ones_like(prompt_ids), completion_mask], dim=1)
+    with torch.no_grad():
+        old, _, _ = trainer._get_per_token_logps_and_entropies(
+            model, ids, attention, completion_ids.size(1), batch_size=len(ids)
+        )
+    inputs = {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": torch.ones_like(prompt_ids),
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+        "advantages": torch.tensor(batch["rloo_advantages"]),
+        "old_logps": (old * completion_mask).sum(1),
+    }
+    model.zero_grad()
+    loss = trainer._compute_loss(model, inputs)
+    loss.backward()
+    torch.save({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, grad_file)
+    model.zero_grad()
+    return loss.item()
 
 
 def main() -> None:
@@ -125,8 +158,11 @@ def main() -> None:
         train_dataset=Dataset.from_dict({"prompt": prompts}),
         processing_class=tok,
     )
-    if a.check:
+    if a.check and a.trainer == "grpo":
         print(f"step-0 loss {step0_loss(trainer, json.loads(a.check.read_text())):.8f}")
+    elif a.check:
+        batch = json.loads(a.check.read_text())
+        print(f"step-0 loss {rloo_step0_loss(trainer, batch, a.check.with_suffix('.rloo-grad.pt')):.8f}")
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
