@@ -25,13 +25,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
+def require_chromium() -> None:
+    """Skip without Debian's chromium, or fail when the browser tests are required (CI, make test)."""
     if CHROMIUM is None:
         message = "Debian's chromium is not installed (make chromium installs it)"
         if BROWSER_REQUIRED:
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture
+def server(tmp_path):
+    require_chromium()
     import uvicorn
 
     from rlhfkit.annotate import service

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.e2e.test_browser import BROWSER_REQUIRED, CHROMIUM, PASSWORD
+from tests.e2e.test_browser import CHROMIUM, PASSWORD, require_chromium
 
 ANSWER = (
     'Payday is the <b>last</b> working day of the month.<script>window.pwned = 1</script> <img src=x onerror="window.'
@@ -22,11 +22,7 @@ CORRECTION = "Payday is the last working day of the month; if it falls on a holi
 
 @pytest.fixture
 def chat_server(tmp_path):
-    if CHROMIUM is None:
-        message = "Debian's chromium is not installed (make chromium installs it)"
-        if BROWSER_REQUIRED:
-            pytest.fail(message)
-        pytest.skip(message)
+    require_chromium()
     from rlhfkit.annotate import chat, service
     from rlhfkit.annotate.app import create_app
     from tests.app.conftest import serving
