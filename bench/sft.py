@@ -96,6 +96,7 @@ def run_trl(model_dir: Path, rows: list[dict], out: Path, *, steps: int, batch: 
         completion_only_loss=True,
         use_cpu=True,
         bf16=False,
+        gradient_checkpointing=False,  # TRL 1.16 turns it on by default; rlhf runs without it
         dataloader_num_workers=0,
         seed=42,
     )

@@ -67,6 +67,7 @@ def main() -> None:
         logging_steps=1,
         save_strategy="no",
         bf16=False,
+        gradient_checkpointing=False,  # TRL 1.16 turns it on by default; rlhf runs without it
     )
     trainer = DPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(a.model),

@@ -149,6 +149,7 @@ def main() -> None:
         logging_steps=1,
         save_strategy="no",
         shuffle_dataset=True,
+        gradient_checkpointing=False,  # TRL 1.16 turns it on by default; rlhf runs without it
         **extra,
     )
     trainer = Trainer(

@@ -51,6 +51,7 @@ def main() -> None:
         save_strategy="no",
         eval_strategy="no",
         bf16=False,
+        gradient_checkpointing=False,  # TRL 1.16 turns it on by default; rlhf runs without it
     )
     trainer = RewardTrainer(model=model, args=args, train_dataset=load(a.train), processing_class=tok)
     start = time.perf_counter()

@@ -577,8 +577,14 @@ def annotate_import(
     db: str = typer.Option("annotate.db", help=DB_HELP),
     project: str = typer.Option("default", help="Project name (created if missing)."),
     overlap: int = typer.Option(1, min=1, help="Annotators per item, for a new project."),
+    resample: Path | None = typer.Option(
+        None,
+        help="Write the prompts whose samples were all the same text (not imported) to this prompts JSONL, "
+        "to sample again with rlhf generate (for instance at a higher --temperature).",
+    ),
 ) -> None:
-    """Add tasks: a question becomes a gold-answer task, 2 answers a comparison, 3 or more a ranking."""
+    """Add tasks: a question becomes a gold-answer task, 2 distinct answers a comparison, 3 or more a ranking.
+    Samples that are all one text are left out and counted, to be sampled again (--resample)."""
     from rlhfkit.annotate import service
     from rlhfkit.annotate.store import open_db
     from rlhfkit.data.io import read_records
@@ -587,10 +593,21 @@ def annotate_import(
     with open_db(db)() as s:
         try:
             p = service.find_project(s, project) or service.create_project(s, project, overlap=overlap)
-            made = service.import_records(s, p, data.records)
+            leftover: list = []
+            made = service.import_records(s, p, data.records, leftover=leftover)
         except service.ServiceError as e:
             fail(f"error: {e}")
-    typer.echo(f"imported into {p.name}: " + ", ".join(f"{n} {k}" for k, n in made.items()))
+    one = made.pop("one_answer", 0)
+    typer.echo(f"imported into {p.name}: " + (", ".join(f"{n} {k}" for k, n in made.items()) or "nothing"))
+    if one:
+        if resample is not None:
+            from rlhfkit.runtime.files import write_jsonl
+
+            write_jsonl(resample, ({"prompt": x} for x in leftover))
+            where = f"their prompts are in {resample}"
+        else:
+            where = "--resample FILE writes their prompts"
+        typer.echo(f"left out {one} prompts whose samples were all the same answer; sample them again ({where})")
 
 
 @annotate_app.command("export")
@@ -599,7 +616,9 @@ def annotate_export(
     fmt: str = typer.Option(
         ...,
         "--format",
-        help="sft, pairs, comparisons, rankings or ratings. The chat page's feedback comes too: thumbs as ratings, "
+        help="sft, pairs, comparisons, rankings, preferences (every A/B vote and ranking, each as given: what "
+        "rlhf reward train, rlhf dpo and the pipeline's rankings_file take) or ratings. The chat page's feedback "
+        "comes too: thumbs as ratings, "
         "a correction as sft and as a comparison (and pair) preferring it to the model's answer; arena votes as "
         "comparisons (pairs, ratings).",
     ),

@@ -227,6 +227,7 @@ def run_pipeline(
     cfg: PipelineConfig, *, hooks: Hooks | None = None, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     from rlhfkit.data.io import read_records
+    from rlhfkit.data.schema import MIXABLE, PREFERENCE_FORMATS
 
     hooks = hooks or Hooks()
     if not cfg.train_file or not cfg.heldout_file:
@@ -283,6 +284,21 @@ def run_pipeline(
             )
             for mine, new in zip(answers, batch):
                 mine += new
+
+        # a prompt whose samples are all one text gives nothing to rank: sample it again, hotter
+        def hotter(chosen: list[str], attempt: int) -> list[list[str]]:
+            return generate_answers(
+                lm,
+                tok,
+                chosen,
+                num_samples=cfg.num_samples,
+                temperature=max(temperatures) * (1.25 + 0.25 * attempt),
+                batch_size=32,
+                max_new_tokens=cfg.max_new_tokens,
+                seed=seed + len(temperatures) + attempt,
+            )
+
+        answers = resample_alike(prompts, answers, hotter, log=log)
         if cfg.hard_negatives:
             answers = with_hard_negatives(prompts, answers, gold_of, cfg.hard_negatives, seed=seed)
         into.mkdir(parents=True, exist_ok=True)
@@ -302,12 +318,13 @@ def run_pipeline(
                     f"(for instance in the annotation app), export the rankings to {path} "
                     "and run again; finished stages are skipped"
                 )
-            found = read_records(path)
+            found = read_records(path, expect=PREFERENCE_FORMATS)
             first = read_records(earlier[0] / "rankings.jsonl").format if earlier else found.format
-            if found.format != first:
+            mixable = {*MIXABLE, "preferences"}
+            if found.format != first and not {found.format, first} <= mixable:
                 raise ConfigError(
                     f"{path}: {found.format}, but round 1's file holds {first}; the reward model trains on every "
-                    "round's file together, so export each round in one format"
+                    "round's file together: export each round with --format preferences"
                 )
             rows = [r.to_dict() for r in found.records]
         else:
@@ -444,6 +461,27 @@ def properties(judge: Judge | None, questions: list[str], answers: list[str]) ->
         values = [a[name] for a in assessed if a[name] is not None]
         out[name] = sum(values) / len(values) if values else None
     return out
+
+
+def resample_alike(
+    prompts: list[str],
+    answers: list[list[str]],
+    sample: Callable[[list[str], int], list[list[str]]],
+    *,
+    tries: int = 2,
+    log: Callable[[str], None] = print,
+) -> list[list[str]]:
+    """Prompts whose several samples are all one text (nothing to rank) sampled again by `sample(prompts, attempt)`,
+    up to `tries` times; the rest are kept as they are."""
+    answers = [list(a) for a in answers]
+    for attempt in range(tries):
+        alike = [i for i, a in enumerate(answers) if len(a) > 1 and len(set(a)) == 1]
+        if not alike:
+            break
+        log(f"  sampling {len(alike)} prompts again: their {len(answers[alike[0]])} samples were one answer")
+        for i, new in zip(alike, sample([prompts[i] for i in alike], attempt), strict=True):
+            answers[i] = new
+    return answers
 
 
 def with_hard_negatives(

@@ -35,9 +35,18 @@ def test_annotate_commands(tmp_path, monkeypatch):
         + "\n"
         + json.dumps({"prompt": "q3", "responses": ["a draft"]})
         + "\n"
+        + json.dumps({"prompt": "q4", "responses": ["same", "same", "same"]})  # 3 samples, one answer
+        + "\n"
     )
-    res = runner.invoke(app, ["annotate", "import", str(samples), "--db", db, "--project", "prefs", "--overlap", "2"])
+    again = tmp_path / "again.jsonl"
+    res = runner.invoke(
+        app,
+        ["annotate", "import", str(samples), "--db", db, "--project", "prefs", "--overlap", "2"]
+        + ["--resample", str(again)],
+    )
     assert res.exit_code == 0 and "1 compare" in res.output and "1 rank" in res.output and "1 gold" in res.output
+    assert "left out 1 prompts whose samples were all the same answer" in res.output
+    assert [json.loads(x) for x in again.read_text().splitlines()] == [{"prompt": "q4"}]  # not a gold task
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "q", "responses": "not a list"}) + "\n")
     res = runner.invoke(app, ["annotate", "import", str(bad), "--db", db])
@@ -61,6 +70,21 @@ def test_annotate_commands(tmp_path, monkeypatch):
         assert res.exit_code == 0, res.output
         res = runner.invoke(app, ["data", "validate", str(out)])
         assert res.exit_code == 0 and f"1 records, format {expected}" in res.output
+    # one export carries every judgement as it was given: the A/B vote and the ranking, read back as preferences
+    out = tmp_path / "preferences.jsonl"
+    export = ["annotate", "export", "--db", db, "--project", "prefs", "--format", "preferences", str(out)]
+    res = runner.invoke(app, export)
+    assert res.exit_code == 0 and "wrote 2 preferences records" in res.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    compare, rank = sorted(rows, key=lambda r: r["prompt"])
+    assert (compare["prompt"], compare["label"], sorted([compare["response_a"], compare["response_b"]])) == (
+        "q1",
+        "tie",
+        ["a", "b"],
+    )
+    assert (rank["prompt"], sorted(rank["responses"]), sorted(rank["ranks"])) == ("q2", ["a", "b", "c"], [1, 2, 3])
+    res = runner.invoke(app, ["data", "validate", str(out)])
+    assert res.exit_code == 0 and "2 records, format preferences" in res.output
     res = runner.invoke(app, ["annotate", "export", "--db", db, "--format", "nope", str(tmp_path / "x.jsonl")])
     assert res.exit_code == 2
     res = runner.invoke(app, ["annotate", "stats", "--db", db])

@@ -54,6 +54,31 @@ def test_each_format_is_detected_and_parsed(tmp_path, fmt):
     assert data.format == fmt and data.records == [record, record]
 
 
+def test_a_file_of_mixed_judgements_reads_as_preferences_each_line_by_its_own_keys(tmp_path):
+    rows = [CASES["comparisons"][0], CASES["rankings"][0], CASES["pairs"][0]]
+    data = read_records(jsonl(tmp_path / "mixed.jsonl", rows))
+    assert data.format == "preferences"
+    assert data.records == [CASES["comparisons"][1], CASES["rankings"][1], CASES["pairs"][1]]
+    # forced, a file of one kind reads too; a line that is no judgement is an error naming it
+    assert read_records(jsonl(tmp_path / "one.jsonl", rows[:1]), fmt="preferences").format == "preferences"
+    bad = jsonl(tmp_path / "bad.jsonl", [rows[0], {"prompt": "q", "completion": "x"}, rows[1]])
+    with pytest.raises(DataError) as e:
+        read_records(bad)
+    assert e.value.errors == [
+        f"{bad}:2: response_a: missing (a comparisons record needs prompt, response_a, response_b, label)"
+    ]
+    with pytest.raises(DataError) as e:
+        read_records(bad, fmt="preferences")
+    assert e.value.errors == [
+        f"{bad}:2: record: not a judgement: a preferences line is one of pairs, comparisons, rankings"
+    ]
+    # and a wrong field in a ranking line of a mixed file is reported as a ranking's field
+    broken = jsonl(tmp_path / "broken.jsonl", [rows[0], {**rows[1], "ranks": [1, 2]}])
+    with pytest.raises(DataError) as e:
+        read_records(broken)
+    assert e.value.errors[0].startswith(f"{broken}:2: ranks:")
+
+
 def test_csv_gz_and_datasets_dir(tmp_path):
     path = tmp_path / "r.csv"
     with open(path, "w", newline="") as f:

@@ -173,3 +173,23 @@ def test_bundled_files_are_the_generated_ones(split):
 
     rows = [json.loads(x) for x in open(data_path(f"helpdesk_{split}.jsonl")).read().splitlines()]
     assert rows == build_dataset()[1 if split == "validation" else 2]
+
+
+def test_prompts_whose_samples_all_merged_are_sampled_again_and_only_those():
+    from rlhfkit.pipeline import resample_alike
+
+    asked = []
+
+    def sample(prompts, attempt):
+        asked.append((list(prompts), attempt))
+        # the first retry still gives one answer for "p3", the second gives it two
+        return [["x", "x"] if p == "p3" and attempt == 0 else [f"{p}-a", f"{p}-b"] for p in prompts]
+
+    answers = [["a", "b"], ["same", "same"], ["only one"], ["c", "c"]]
+    got = resample_alike(["p1", "p2", "p3x", "p3"], answers, sample, log=lambda _: None)
+    assert got == [["a", "b"], ["p2-a", "p2-b"], ["only one"], ["p3-a", "p3-b"]]
+    assert asked == [(["p2", "p3"], 0), (["p3"], 1)]  # a single requested answer is not "merged"
+    assert answers[1] == ["same", "same"]  # the caller's lists are not changed
+    # no more than `tries` attempts: what is still one answer stays as it is
+    stuck = resample_alike(["p"], [["y", "y"]], lambda ps, _: [["z", "z"] for _ in ps], tries=2, log=lambda _: None)
+    assert stuck == [["z", "z"]]

@@ -33,7 +33,7 @@ from rlhfkit.data.collate import encode_prompt_answer
 from rlhfkit.data.convert import to_ratings
 from rlhfkit.data.io import read_records
 from rlhfkit.data.preferences import Judgement, build_items, response_text
-from rlhfkit.data.schema import Rating
+from rlhfkit.data.schema import PREFERENCE_FORMATS, Rating
 from rlhfkit.eval.kl import sampled_kl
 from rlhfkit.losses import dpo_loss, ipo_loss, kto_loss, robust_dpo_loss, tie_dpo_loss
 from rlhfkit.models.load import (
@@ -59,8 +59,6 @@ from rlhfkit.runtime.training import (
     step_indices,
     trained_model,
 )
-
-PREFERENCE_FORMATS = ("pairs", "hh", "comparisons", "rankings")
 
 
 @dataclass(frozen=True)

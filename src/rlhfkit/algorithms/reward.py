@@ -20,6 +20,7 @@ from rlhfkit.config import RewardConfig, save_config
 from rlhfkit.data.collate import encode_prompt_answer
 from rlhfkit.data.io import read_records
 from rlhfkit.data.preferences import PreferenceItem, build_items, response_text
+from rlhfkit.data.schema import PREFERENCE_FORMATS
 from rlhfkit.eval.reward import preference_metrics
 from rlhfkit.losses import plackett_luce, reward_centering, soft_bradley_terry, tie_aware_loss
 from rlhfkit.models.load import checkpoint_activations, load_tokenizer, save_model
@@ -38,8 +39,6 @@ from rlhfkit.runtime.training import (
     step_indices,
     trained_model,
 )
-
-PREFERENCE_FORMATS = ("pairs", "hh", "comparisons", "rankings")
 
 
 @dataclass(frozen=True)

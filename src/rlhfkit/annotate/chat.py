@@ -337,7 +337,7 @@ def export_rows(db: Session, project: Project | None, fmt: str) -> list[dict[str
             rows.append({"prompt": prompt, "response": t.answer, "label": t.label, **extra})
         elif t.correction and fmt == "sft":
             rows.append({"prompt": prompt, "completion": t.correction, **extra})
-        elif t.correction and fmt == "comparisons":
+        elif t.correction and fmt in ("comparisons", "preferences"):
             rows.append({"prompt": prompt, "response_a": t.correction, "response_b": t.answer, "label": "a", **extra})
         elif t.correction and fmt == "pairs":
             rows.append({"prompt": prompt, "chosen": t.correction, "rejected": t.answer, **extra})
@@ -345,7 +345,7 @@ def export_rows(db: Session, project: Project | None, fmt: str) -> list[dict[str
         prompt = plain(b.messages)
         extra = {"annotator": b.user.pseudonym, "flags": [], "source": "arena"}
         extra.update(model_a=b.model_a, model_b=b.model_b)
-        if fmt == "comparisons":
+        if fmt in ("comparisons", "preferences"):
             row = {"prompt": prompt, "response_a": b.answer_a, "response_b": b.answer_b, "label": b.label}
             rows.append({**row, **extra})
         elif fmt == "pairs" and b.label in ("a", "b"):

@@ -291,9 +291,12 @@ def plain(text: Any) -> Any:
     return text
 
 
-def import_records(db: Session, project: Project, records: list) -> Counter:
-    """Questions become gold-answer tasks; a prompt with 2 answers a comparison, with more a ranking task.
-    `records` are data-layer records (validated by rlhfkit.data)."""
+def import_records(db: Session, project: Project, records: list, *, leftover: list | None = None) -> Counter:
+    """Questions become gold-answer tasks (a prompt with one answer: a draft to edit); a prompt with 2 distinct
+    answers a comparison, with more a ranking task. Samples that were several but are all the same text are not
+    imported (counted as "one_answer"; with `leftover`, their prompts are appended to it): a gold task would waste
+    a judgement the samples were meant for, so they are to be sampled again. `records` are data-layer records
+    (validated by rlhfkit.data)."""
     from rlhfkit.data.schema import Generations, Ranking, SFTRecord
 
     made: Counter = Counter()
@@ -304,15 +307,13 @@ def import_records(db: Session, project: Project, records: list) -> Counter:
         elif isinstance(r, (Generations, Ranking)):
             # duplicates dropped; a response given as a message list stays one
             responses = list({json.dumps(x, sort_keys=True): x for x in map(plain, r.responses)}.values())
+            if len(responses) == 1 and len(r.responses) > 1:
+                made["one_answer"] += 1
+                if leftover is not None:
+                    leftover.append(r.prompt)
+                continue
             kind = "gold" if len(responses) < 2 else "compare" if len(responses) == 2 else "rank"
-            db.add(
-                Item(
-                    project_id=project.id,
-                    kind=kind,
-                    prompt=plain(r.prompt),
-                    responses=responses[:1] if kind == "gold" else responses,
-                )
-            )
+            db.add(Item(project_id=project.id, kind=kind, prompt=plain(r.prompt), responses=responses))
             made[kind] += 1
         else:
             raise ServiceError(f"cannot import {type(r).__name__} records: give questions or prompts with answers")
@@ -532,8 +533,9 @@ def progress(db: Session, project: Project) -> dict[str, Any]:
 
 def export(db: Session, project: Project | None, fmt: str, *, exclude_flagged: bool = False) -> list[dict[str, Any]]:
     """Records in the formats of rlhfkit.data (one per person's judgement), with pseudonymous annotator ids and the
-    person's flags; `exclude_flagged` leaves out every judgement with a flag. The chat page's thumbs and corrections
-    and the arena's votes follow the task judgements (chat.export_rows)."""
+    person's flags; `exclude_flagged` leaves out every judgement with a flag. "preferences" is every A/B vote (as a
+    comparison) and every ranking (as a ranking) in one file, so nothing a person judged is left out. The chat
+    page's thumbs and corrections and the arena's votes follow the task judgements (chat.export_rows)."""
     from rlhfkit.annotate import chat  # chat builds on this module
 
     query = select(Annotation).join(Item).order_by(Annotation.id)
@@ -548,7 +550,7 @@ def export(db: Session, project: Project | None, fmt: str, *, exclude_flagged: b
         extra = {"annotator": who, "flags": list(ann.flags)}
         if fmt == "sft" and ann.kind == "gold":
             rows.append({"prompt": prompt, "completion": ann.payload["answer"], **extra})
-        elif fmt == "comparisons" and ann.kind == "compare":
+        elif fmt in ("comparisons", "preferences") and ann.kind == "compare":
             rows.append(
                 {
                     "prompt": prompt,
@@ -558,7 +560,7 @@ def export(db: Session, project: Project | None, fmt: str, *, exclude_flagged: b
                     **extra,
                 }
             )
-        elif fmt == "rankings" and ann.kind == "rank":
+        elif fmt in ("rankings", "preferences") and ann.kind == "rank":
             row = {"prompt": prompt, "responses": responses, "ranks": ann.payload["ranks"], **extra}
             if ann.payload.get("all_bad"):
                 row["not_rankable"] = True
@@ -614,5 +616,6 @@ def project_stats(db: Session, project: Project) -> dict[str, Any]:
     return agreement_report(units)
 
 
-EXPORT_FORMATS = ("sft", "pairs", "comparisons", "rankings", "ratings")
+# preferences: every A/B and ranking judgement in the form it was given (comparisons and rankings in one file)
+EXPORT_FORMATS = ("sft", "pairs", "comparisons", "rankings", "preferences", "ratings")
 assert set(KINDS) == {"gold", "compare", "rank"}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.data.schema import FORMATS, FieldError, Record, detect_format, parse_record
+from rlhfkit.data.schema import FORMATS, MIXABLE, FieldError, Record, detect_format, parse_record
 
 MAX_REPORTED_ERRORS = 50
 _JSON_CELLS = ("prompt", "chosen", "rejected", "response_a", "response_b", "responses", "ranks", "messages", "votes")
@@ -105,11 +105,13 @@ def iter_raw(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
 def read_records(path: str | os.PathLike, *, fmt: str | None = None, expect: tuple[str, ...] | None = None) -> DataFile:
     """Read and validate every record of `path`.
 
-    fmt: force a format (else detected from the first record that matches one). expect: the formats the caller can
-    use; another detected format is an error naming the file. Raises DataError listing every bad record.
+    fmt: force a format (else detected from the first record that matches one). A file whose lines are pairs,
+    comparisons and rankings mixed is read as "preferences" (each line by its own keys), detected or forced.
+    expect: the formats the caller can use; another detected format is an error naming the file. Raises DataError
+    listing every bad record.
     """
-    if fmt is not None and fmt not in FORMATS:
-        raise DataError([f"{path}: unknown format {fmt!r} (one of {', '.join(FORMATS)})"])
+    if fmt is not None and fmt not in FORMATS and fmt != "preferences":
+        raise DataError([f"{path}: unknown format {fmt!r} (one of {', '.join([*FORMATS, 'preferences'])})"])
     errors: list[str] = []
     total_errors = 0
     records: list[Record] = []
@@ -125,8 +127,16 @@ def read_records(path: str | os.PathLike, *, fmt: str | None = None, expect: tup
                     problem = FieldError("record", f"no known format has these keys ({keys}); formats are {formats}")
                     errors.append(f"{path}:{line_no}: {problem}")
                     raise DataError(errors)
+            own = detect_format(obj) if isinstance(obj, dict) else None
+            if fmt in MIXABLE and own in MIXABLE and own != fmt:
+                fmt = "preferences"  # a second kind of judgement: every line is read by its own keys
+            line_fmt = fmt
+            if fmt == "preferences":
+                line_fmt = own if own in MIXABLE else "preferences"
             try:
-                records.append(parse_record(fmt, obj))
+                if line_fmt == "preferences":
+                    raise FieldError("record", f"not a judgement: a preferences line is one of {', '.join(MIXABLE)}")
+                records.append(parse_record(line_fmt, obj))
                 problem = None
             except FieldError as e:
                 problem = e

@@ -157,6 +157,12 @@ FORMATS: dict[str, tuple[tuple[str, ...], type]] = {
 }
 
 
+# A "preferences" file mixes these, one judgement a line in the form it was given (the annotation app's export: A/B
+# votes as comparisons, K-way rankings as rankings); each line's format is detected from its own keys.
+MIXABLE = ("pairs", "comparisons", "rankings")
+PREFERENCE_FORMATS = ("pairs", "hh", "comparisons", "rankings", "preferences")
+
+
 def detect_format(obj: dict[str, Any]) -> str | None:
     """The format whose required keys this object has, or None."""
     for name, (keys, _) in FORMATS.items():
