@@ -285,7 +285,8 @@ def run_pipeline(
             for mine, new in zip(answers, batch):
                 mine += new
 
-        # a prompt whose samples are all one text gives nothing to rank: sample it again, hotter
+        # a prompt whose samples are all one text gives nothing to rank: sample it again, hotter (with hard
+        # negatives every prompt has its gold answer and another to rank against, so its own answer is kept)
         def hotter(chosen: list[str], attempt: int) -> list[list[str]]:
             return generate_answers(
                 lm,
@@ -298,7 +299,8 @@ def run_pipeline(
                 seed=seed + len(temperatures) + attempt,
             )
 
-        answers = resample_alike(prompts, answers, hotter, log=log)
+        if not cfg.hard_negatives:
+            answers = resample_alike(prompts, answers, hotter, log=log)
         if cfg.hard_negatives:
             answers = with_hard_negatives(prompts, answers, gold_of, cfg.hard_negatives, seed=seed)
         into.mkdir(parents=True, exist_ok=True)
