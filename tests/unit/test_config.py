@@ -98,7 +98,7 @@ def test_demo_config_is_the_yaml_then_the_bundled_paths_then_the_users_overrides
     assert (cfg.output_dir, cfg.base_model, cfg.num_samples, cfg.pretrain_steps) == (str(tmp_path), "m", 3, 800)
     assert cfg.train_file.endswith("helpdesk_train.jsonl") and cfg.heldout_file.endswith("helpdesk_test.jsonl")
     assert cfg.validation_file.endswith("helpdesk_validation.jsonl")
-    assert cfg.ppo["learning_rate"] == "1e-3" and cfg.ppo["total_episodes"] == 3840  # a section merges
+    assert cfg.ppo["learning_rate"] == "1e-3" and cfg.ppo["total_episodes"] == 1920  # a section merges
     assert demo_config(tmp_path, model=None, overrides=["train_file=t.jsonl"]).train_file == "t.jsonl"
     assert demo_config(tmp_path, model=None, overrides=[]).base_model == ""
     with pytest.raises(ConfigError, match=r"pipeline\.yaml: unknown setting 'bogus'"):
