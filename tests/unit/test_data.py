@@ -59,7 +59,10 @@ def test_a_file_of_mixed_judgements_reads_as_preferences_each_line_by_its_own_ke
     data = read_records(jsonl(tmp_path / "mixed.jsonl", rows))
     assert data.format == "preferences"
     assert data.records == [CASES["comparisons"][1], CASES["rankings"][1], CASES["pairs"][1]]
-    # forced, a file of one kind reads too; a line that is no judgement is an error naming it
+    # forced as one kind, the other kinds' lines are errors; forced as preferences, a file of one kind reads too
+    with pytest.raises(DataError) as e:
+        read_records(tmp_path / "mixed.jsonl", fmt="comparisons")
+    assert [x.split(": ")[1] for x in e.value.errors] == ["response_a", "response_a"]
     assert read_records(jsonl(tmp_path / "one.jsonl", rows[:1]), fmt="preferences").format == "preferences"
     bad = jsonl(tmp_path / "bad.jsonl", [rows[0], {"prompt": "q", "completion": "x"}, rows[1]])
     with pytest.raises(DataError) as e:

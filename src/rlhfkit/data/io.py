@@ -106,12 +106,14 @@ def read_records(path: str | os.PathLike, *, fmt: str | None = None, expect: tup
     """Read and validate every record of `path`.
 
     fmt: force a format (else detected from the first record that matches one). A file whose lines are pairs,
-    comparisons and rankings mixed is read as "preferences" (each line by its own keys), detected or forced.
+    comparisons and rankings mixed is detected as "preferences" (each line read by its own keys); forced, a format
+    other than "preferences" reads every line as that format.
     expect: the formats the caller can use; another detected format is an error naming the file. Raises DataError
     listing every bad record.
     """
     if fmt is not None and fmt not in FORMATS and fmt != "preferences":
         raise DataError([f"{path}: unknown format {fmt!r} (one of {', '.join([*FORMATS, 'preferences'])})"])
+    forced = fmt is not None
     errors: list[str] = []
     total_errors = 0
     records: list[Record] = []
@@ -128,7 +130,7 @@ def read_records(path: str | os.PathLike, *, fmt: str | None = None, expect: tup
                     errors.append(f"{path}:{line_no}: {problem}")
                     raise DataError(errors)
             own = detect_format(obj) if isinstance(obj, dict) else None
-            if fmt in MIXABLE and own in MIXABLE and own != fmt:
+            if not forced and fmt in MIXABLE and own in MIXABLE and own != fmt:
                 fmt = "preferences"  # a second kind of judgement: every line is read by its own keys
             line_fmt = fmt
             if fmt == "preferences":
