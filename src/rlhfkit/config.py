@@ -185,9 +185,15 @@ class RewardConfig(TrainSettings):
     shared_prefix: bool = True
     """Decoder models: run each prompt once and let all its responses continue from its KV cache (same scores,
     fewer tokens computed). Encoders always score whole sequences."""
+    stats_items: int = 2048
+    """After training, training items scored for the score statistics PPO normalises rewards with (stats.json) and
+    for train_accuracy: a seeded sample of this many (0: all). A sample of 2048 items puts the mean within about
+    2% of a standard deviation, at a fraction of a pass over a large training set."""
 
     def validate(self) -> None:
         super().validate()
+        if self.stats_items < 0:
+            raise ConfigError(f"stats_items must be >= 0 (0: all training items), got {self.stats_items}")
         if self.tie_model == "rao_kupper" and self.tie_param <= 0:
             raise ConfigError("tie_model=rao_kupper needs tie_param (log theta) > 0, e.g. tie_param=0.7")
 

@@ -106,6 +106,22 @@ def test_reward_model_generalises_to_unseen_topics(rm_setup):
     stats = json.loads((out / "reward_stats.json").read_text())
     assert stats["count"] > 16 * 2 and stats["score_std"] > 0
 
+    assert metrics["train_accuracy_items"] == metrics["train_items"] > 4  # all of them: fewer than stats_items
+
+    # the statistics come from a seeded sample of the training items when there are more than stats_items
+    small = root / "rm-sample"
+    res = runner.invoke(
+        app,
+        ["reward", "train", f"model={out}", f"train_file={root / 'train.jsonl'}", f"output_dir={small}"]
+        + ["max_steps=1", "learning_rate=1e-9", "stats_items=4", "tie_model=none"],
+    )
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert json.loads((small / "metrics.json").read_text())["train_accuracy_items"] == 4
+    assert json.loads((small / "reward_stats.json").read_text())["count"] == 8  # 4 items of 2 answers
+    bad = ["reward", "train", f"model={out}", f"train_file={test}", "output_dir=x", "stats_items=-1"]
+    res = runner.invoke(app, bad)
+    assert res.exit_code == 2 and "stats_items must be >= 0" in res.output
+
     res = runner.invoke(
         app, ["reward", "eval", "--model", str(out), "--data", str(test), "--out", str(root / "e.json")]
     )

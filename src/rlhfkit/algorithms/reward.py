@@ -8,6 +8,7 @@ of item losses over the number of items of the whole step, so accumulation and p
 
 from __future__ import annotations
 
+import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -294,9 +295,14 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
         if eval_set:
             summary.update(evaluate(unwrapped, eval_set, cfg=cfg))
         save_model(unwrapped.model, tokenizer, out, merge_lora=cfg.lora.merge)
-        # Score statistics on the training responses: PPO normalizes rewards with them.
-        on_train = evaluate(unwrapped, train_set, cfg=cfg)
+        # Score statistics on the training responses (a seeded sample of a large set): PPO normalizes rewards
+        # with them.
+        scored = train_set
+        if 0 < cfg.stats_items < len(train_set):
+            scored = random.Random(cfg.seed).sample(train_set, cfg.stats_items)
+        on_train = evaluate(unwrapped, scored, cfg=cfg)
         summary["train_accuracy"] = on_train["eval_accuracy"]
+        summary["train_accuracy_items"] = len(scored)
         stats = write_stats(
             out, mean=on_train["eval_score_mean"], std=on_train["eval_score_std"], count=on_train["eval_scores"]
         )
