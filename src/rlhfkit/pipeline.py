@@ -299,10 +299,10 @@ def run_pipeline(
                 seed=seed + len(temperatures) + attempt,
             )
 
-        if not cfg.hard_negatives:
-            answers = resample_alike(prompts, answers, hotter, log=log)
         if cfg.hard_negatives:
             answers = with_hard_negatives(prompts, answers, gold_of, cfg.hard_negatives, seed=seed)
+        else:
+            answers = resample_alike(prompts, answers, hotter, log=log)
         into.mkdir(parents=True, exist_ok=True)
         write_jsonl(into / "samples.jsonl", ({"prompt": p, "responses": a} for p, a in zip(prompts, answers)))
 
