@@ -707,7 +707,11 @@ def data_convert(
 @user_errors
 def demo(
     out: Path = typer.Option(Path("demo-out"), help="Directory for the models, data, report and summary."),
-    model: str | None = typer.Option(None, help="Start from this model directory or hub id instead of a tiny one."),
+    model: str | None = typer.Option(
+        None,
+        help="Start from this model directory or hub id instead of pretraining a tiny one; the settings of "
+        "demo/real_model.yaml (LoRA, one round, PPO) then go over demo/pipeline.yaml's.",
+    ),
     overrides: list[str] | None = typer.Argument(
         None, help="Pipeline settings as key=value, e.g. ppo.total_episodes=512."
     ),

@@ -98,8 +98,12 @@ def test_demo_config_is_the_yaml_then_the_bundled_paths_then_the_users_overrides
     assert (cfg.output_dir, cfg.base_model, cfg.num_samples, cfg.pretrain_steps) == (str(tmp_path), "m", 3, 800)
     assert cfg.train_file.endswith("helpdesk_train.jsonl") and cfg.heldout_file.endswith("helpdesk_test.jsonl")
     assert cfg.validation_file.endswith("helpdesk_validation.jsonl")
-    assert cfg.ppo["learning_rate"] == "1e-3" and cfg.ppo["total_episodes"] == 1920  # a section merges
-    assert demo_config(tmp_path, model=None, overrides=["train_file=t.jsonl"]).train_file == "t.jsonl"
-    assert demo_config(tmp_path, model=None, overrides=[]).base_model == ""
+    # with a model, demo/real_model.yaml goes over pipeline.yaml, section by section, and the user's settings win
+    assert cfg.ppo["learning_rate"] == "1e-3" and cfg.ppo["kl_coef"] == 0.1  # a section merges
+    assert cfg.sft["lora"] == {"r": 16, "alpha": 32} and cfg.sft["warmup_ratio"] == 0.05
+    assert (cfg.rounds, cfg.methods) == (1, ["ppo"])
+    tiny = demo_config(tmp_path, model=None, overrides=["train_file=t.jsonl"])
+    assert tiny.train_file == "t.jsonl" and tiny.base_model == ""
+    assert tiny.ppo["total_episodes"] == 1920 and "lora" not in tiny.sft and tiny.rounds == 2
     with pytest.raises(ConfigError, match=r"pipeline\.yaml: unknown setting 'bogus'"):
         demo_config(tmp_path, model=None, overrides=["bogus=1"])

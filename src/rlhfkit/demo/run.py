@@ -132,13 +132,14 @@ def demo_hooks(cfg: DemoConfig) -> Hooks:
 
 
 def demo_config(out: Path, *, model: str | None, overrides: list[str]) -> DemoConfig:
-    """demo/pipeline.yaml, then the bundled data paths and output directory (and the model, if given), then the
-    user's `key=value` overrides: later wins."""
+    """demo/pipeline.yaml (with a model given, demo/real_model.yaml's settings over it), then the bundled data paths
+    and output directory (and the model), then the user's `key=value` overrides: later wins."""
     import yaml
 
     from rlhfkit.config import ConfigError, build_config, merge_settings, parse_overrides
 
-    path = Path(__file__).with_name("pipeline.yaml")
+    here = Path(__file__).parent
+    files = [here / "pipeline.yaml", *([here / "real_model.yaml"] if model else [])]
     fixed = {
         "output_dir": str(out),
         "train_file": data_path("helpdesk_train.jsonl"),
@@ -147,11 +148,13 @@ def demo_config(out: Path, *, model: str | None, overrides: list[str]) -> DemoCo
     }
     if model:
         fixed["base_model"] = model
-    values = {**yaml.safe_load(path.read_text(encoding="utf-8")), **fixed}
+    values: dict = {}
+    for f in files:
+        values = merge_settings(values, yaml.safe_load(f.read_text(encoding="utf-8")))
     try:
-        return build_config(DemoConfig, merge_settings(values, parse_overrides(overrides)))
+        return build_config(DemoConfig, merge_settings({**values, **fixed}, parse_overrides(overrides)))
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(f"{' + '.join(str(f) for f in files)}: {e}") from None
 
 
 def run_demo(out: Path, *, model: str | None = None, overrides: list[str] | None = None) -> dict:
