@@ -811,3 +811,25 @@ def test_ppo_runs_start_at_zero_kl_with_the_hf_sampler_and_a_critic_from_the_pol
         assert rows[0]["value_explained_variance"] == pytest.approx(0.0, abs=1e-6)
     else:
         assert "critic starts from the policy" not in said
+
+
+def test_held_out_evaluation_runs_when_asked_and_is_logged(ppo_setup, monkeypatch, tmp_path):
+    """eval_every=0 evaluates after the last iteration only; eval_every=2 after the first, every second and the
+    last; each result lands in that iteration's metrics row."""
+    from rlhfkit.algorithms.ppo import train
+    from rlhfkit.config import PPOConfig, load_config
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    for every, expected in ((0, [5]), (2, [1, 2, 4, 5])):
+        calls: list[int] = []
+
+        def evaluate(iteration: int, policy, calls=calls) -> dict[str, float]:
+            assert not policy.training
+            calls.append(iteration)
+            return {"heldout_probe": float(iteration)}
+
+        out = tmp_path / f"every{every}"
+        cfg = load_config(PPOConfig, None, [*thanks_run(ppo_setup, out), *SHORT, "total_episodes=80"])
+        train(cfg, evaluate=evaluate, eval_every=every)
+        assert calls == expected
+        assert [r["step"] for r in metric_rows(out) if "heldout_probe" in r] == expected

@@ -177,3 +177,15 @@ def test_grpo_policy_loss_adds_kl_coef_times_the_k3_token_mean_by_hand():
         policy, data, advantages, idx, context=1, cfg=PPOConfig(advantage="rloo", temperature=1.0), kl_coef=0.3
     )
     assert "kl_loss" not in stats and other.item() == pytest.approx(pg, abs=1e-6, rel=0)
+
+
+def test_held_out_evaluation_runs_after_the_first_every_nth_and_the_last_iteration_and_only_the_last_when_off():
+    from rlhfkit.algorithms.ppo import evaluates_after
+
+    def after(iterations: int, every: int) -> list[int]:
+        return [d for d in range(1, iterations + 1) if evaluates_after(d, iterations, every)]
+
+    assert after(12, 4) == [1, 4, 8, 12]
+    assert after(10, 3) == [1, 3, 6, 9, 10]
+    assert after(12, 0) == [12]  # off: the end alone (the pipeline's eval_every=0), not every iteration
+    assert after(1, 0) == after(1, 5) == [1]

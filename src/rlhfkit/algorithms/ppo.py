@@ -507,11 +507,17 @@ def sample_responses(policy: nn.Module, query: Tensor, query_mask: Tensor, itera
         )
 
 
+def evaluates_after(done: int, iterations: int, every: int) -> bool:
+    """Whether the held-out evaluation runs after iteration `done` (counted from 1) of `iterations`: after the first
+    and every `every`-th (a curve) when every > 0, and after the last; with every = 0 only after the last."""
+    return done == iterations or (every > 0 and (done == 1 or done % every == 0))
+
+
 def train(
     cfg: PPOConfig, *, evaluate: Callable[[int, nn.Module], dict[str, float]] | None = None, eval_every: int = 0
 ) -> dict[str, Any]:
-    """Run PPO. `evaluate(iteration, policy)`, if given, is called on the main process after the first iteration
-    and every `eval_every` iterations (and at the end); what it returns is logged in that iteration's row."""
+    """Run PPO. `evaluate(iteration, policy)`, if given, is called on the main process after the iterations that
+    `evaluates_after` names; what it returns is logged in that iteration's row."""
     # --- setup ---
     acc = start_run(cfg)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
@@ -615,7 +621,7 @@ def train(
                 advice=f"The last good checkpoint is kept: {latest_checkpoint(out)}. Lower learning_rate "
                 f"(now {cfg.learning_rate}) or check the reward for NaN.",
             )
-            if evaluate is not None and (done % max(eval_every, 1) == 0 or done == iterations or it == 0):
+            if evaluate is not None and evaluates_after(done, iterations, eval_every):
                 # on the main process; under fsdp on a gathered copy (every process takes part in that)
                 policy_now = trained_model(acc, m.policy, m.build_policy, sharded=m.sharded)
                 if main:
