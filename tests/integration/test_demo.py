@@ -42,7 +42,13 @@ def test_reduced_demo_writes_every_output(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     keys = ("win_rate_ppo_vs_sft", "fact_accuracy_sft", "fact_accuracy_ppo", "rm_eval_accuracy", "wall_seconds")
     keys += ("abstention_rate_sft", "abstention_rate_ppo", "hallucination_rate_sft", "hallucination_rate_ppo")
-    for key in (*keys, "rm_swapped_fact_accuracy", "rm_answer_vs_abstain_accuracy", "rm_style_accuracy"):
+    for key in (
+        *keys,
+        "rm_swapped_fact_accuracy",
+        "rm_answer_vs_abstain_accuracy",
+        "rm_abstain_vs_invented_accuracy",
+        "rm_style_accuracy",
+    ):
         assert isinstance(summary[key], float), key
     assert 0.0 <= summary["win_rate_ppo_vs_sft"] <= 1.0 and summary["wall_seconds"] > 0
     samples = [json.loads(x) for x in (out / "eval_samples.jsonl").read_text().splitlines()]
@@ -114,6 +120,7 @@ def test_reduced_demo_writes_every_output(tmp_path):
     assert report.count("data:image/png;base64,") == 4 and "Held-out answers" in report
     assert "Five test questions where the handbook does not" in report and "PPO round 2" in report
     assert "Methods on held-out questions" in report and all(f"<td>{m}</td>" in report for m in METHODS)
+    assert "What the reward model knows" in report and "<td>abstain vs invented</td>" in report
     said = " ".join(res.output.split())  # Rich wraps lines at the terminal width
     assert "simulated annotators" in said
     # a rerun skips every finished stage
@@ -131,10 +138,18 @@ def test_report_escapes_model_text(tmp_path):
     )
     (tmp_path / "summary.json").write_text(
         json.dumps(
-            {"win_rate_ppo_vs_sft": 0.5, "methods": ["ppo"], "fact_accuracy_sft": 0.5, "fact_accuracy_ppo": evil}
+            {
+                "win_rate_ppo_vs_sft": 0.5,
+                "methods": ["ppo"],
+                "fact_accuracy_sft": 0.5,
+                "fact_accuracy_ppo": evil,
+                "rm_abstain_vs_invented_accuracy": 0.25,
+                "rm_abstain_vs_invented_pairs": 16,
+            }
         )
     )
     html = write_report(tmp_path).read_text()
+    assert "<td>abstain vs invented</td>" in html and "<td>0.250</td><td>16</td>" in html
     assert "<script>alert" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "onerror=&quot;alert(2)&quot;" in html
 

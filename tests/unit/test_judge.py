@@ -121,6 +121,8 @@ def test_probe_pairs_separate_what_the_reward_model_must_know():
     probes = probe_pairs("test")
     assert len(probes["swapped_fact"]) == 52 and len(probes["style"]) == 52
     assert len(probes["answer_vs_abstain"]) == 52 + 16
+    assert probes["abstain_vs_invented"] == [p for p in probes["answer_vs_abstain"] if "I don't" in p["chosen"]]
+    assert len(probes["abstain_vs_invented"]) == 16
     for pair in probes["swapped_fact"]:
         fact = facts_by_question()[pair["prompt"]]
         assert assess(pair["chosen"], fact).level == 4 and assess(pair["rejected"], fact).level in (1, 2)

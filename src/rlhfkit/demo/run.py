@@ -68,7 +68,9 @@ def probe_pairs(split: str = "test") -> dict[str, list[dict]]:
     """Pairs on one split's questions that say what the reward model knows, each kind apart:
     swapped_fact: the right plain answer over the same sentence about another place or policy of the same kind;
     answer_vs_abstain: the right answer over "I don't know" where the handbook answers, and "I don't know" over an
-    invented answer where it does not; style: the courteous right answer over the terse right answer."""
+    invented answer where it does not; abstain_vs_invented: those last pairs alone (a reward model that prefers an
+    invented answer teaches PPO to hallucinate, and they are too few to show in answer_vs_abstain); style: the
+    courteous right answer over the terse right answer."""
     import json
     import random
 
@@ -79,12 +81,14 @@ def probe_pairs(split: str = "test") -> dict[str, list[dict]]:
     rows = [json.loads(x) for x in Path(data_path(f"helpdesk_{split}.jsonl")).read_text().splitlines()]
     known = [f for f in by_key.values() if f.answerable]
     locations = {f.key for f in known if f.questions[0].startswith("Where is")}
-    out: dict[str, list[dict]] = {"swapped_fact": [], "answer_vs_abstain": [], "style": []}
+    out: dict[str, list[dict]] = {"swapped_fact": [], "answer_vs_abstain": [], "abstain_vs_invented": [], "style": []}
     for r in rows:
         f = by_key[r["fact"]]
         if not f.answerable:
             invented = rng.choice(known).sentence
-            out["answer_vs_abstain"].append({"prompt": r["prompt"], "chosen": f.sentence, "rejected": invented})
+            pair = {"prompt": r["prompt"], "chosen": f.sentence, "rejected": invented}
+            out["answer_vs_abstain"].append(pair)
+            out["abstain_vs_invented"].append(pair)
             continue
         same_kind = [g for g in known if g.key != f.key and (g.key in locations) == (f.key in locations)]
         swapped = rng.choice(same_kind).sentence

@@ -225,6 +225,39 @@ def side_by_side(samples: list[dict], summary: dict, *, per_category: int = 5) -
     return parts
 
 
+PROBES = {
+    "swapped_fact": "the right answer over the same sentence with another place's or policy's fact",
+    "answer_vs_abstain": 'the right answer over "I don\'t know" (answerable questions), and "I don\'t know" over '
+    "an invented answer (the others)",
+    "abstain_vs_invented": '"I don\'t know" over an invented answer, on questions the handbook does not answer',
+    "style": "the courteous right answer over the terse right answer",
+}
+
+
+def probe_table(summary: dict) -> list[str]:
+    """What the reward model knows: its accuracy on each kind of probe pair (test questions), with a paragraph."""
+    rows = [
+        (k, summary[f"rm_{k}_accuracy"], summary.get(f"rm_{k}_pairs")) for k in PROBES if f"rm_{k}_accuracy" in summary
+    ]
+    if not rows:
+        return []
+    e = html.escape
+    parts = [
+        "<h2>What the reward model knows</h2>",
+        "<p>The reward model is what reinforcement learning optimises, so whatever it gets wrong the chatbot learns. "
+        "Each row is a set of answer pairs on the test questions where one answer is plainly better; the number is "
+        "how often the reward model scores that one higher (0.5 is a coin toss). Where a row is low, expect the "
+        'trained chatbot to get worse at that very thing: a reward model that prefers an invented answer to "I '
+        "don't know\" teaches the chatbot to invent.</p>",
+        "<table><tr><th>pairs</th><th>the better answer</th><th>accuracy</th><th>pairs</th></tr>",
+    ]
+    for k, acc, n in rows:
+        cells = [k.replace("_", " "), PROBES[k], f"{acc:.3f}", str(n or "")]
+        parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
+    parts.append("</table>")
+    return parts
+
+
 def write_report(out: Path) -> Path:
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     samples = _rows(out / "eval_samples.jsonl")
@@ -266,6 +299,7 @@ def write_report(out: Path) -> Path:
     parts.append("</div>")
     if summary.get("methods"):
         parts += ["<h2>Methods on held-out questions</h2>", method_table(summary)]
+    parts += probe_table(summary)
     for title, png in figures(out):
         parts += [f"<h2>{e(title)}</h2>", f"<img alt='{e(title)}' src='data:image/png;base64,{png}'>"]
         if title in EXPLAINED:
