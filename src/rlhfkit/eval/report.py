@@ -249,7 +249,7 @@ def probe_table(summary: dict) -> list[str]:
         "how often the reward model scores that one higher (0.5 is a coin toss). Where a row is low, expect the "
         'trained chatbot to get worse at that very thing: a reward model that prefers an invented answer to "I '
         "don't know\" teaches the chatbot to invent.</p>",
-        "<table><tr><th>pairs</th><th>the better answer</th><th>accuracy</th><th>pairs</th></tr>",
+        "<table><tr><th>kind</th><th>the better answer</th><th>accuracy</th><th>pairs</th></tr>",
     ]
     for k, acc, n in rows:
         cells = [k.replace("_", " "), PROBES[k], f"{acc:.3f}", str(n or "")]
