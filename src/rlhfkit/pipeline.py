@@ -88,6 +88,11 @@ class PipelineConfig:
     """N of the best_of_n method: samples per question (temperature 1) from which the reward model picks one."""
     eval_every: int = 10
     """PPO iterations between held-out evaluations (the win-rate curve in the report); 0: only at the end."""
+    test_report: bool = True
+    """false: stop after training, before any test question is answered. For choosing settings: the validation
+    numbers are in ppo/metrics.jsonl (the heldout_* columns) and sft/metrics.json, and no test number is printed
+    that could sway the choice. Rerun with true (the default) to evaluate on the test questions and write the report;
+    the finished stages are skipped."""
     seed: int = 0
     """Seed for sampling, annotator panels and the rankings split."""
 
@@ -422,6 +427,10 @@ def run_pipeline(
         write_json(out / "summary.json", summary)
         write_report(out)
 
+    if not cfg.test_report:
+        curves = out / "ppo" / "metrics.jsonl"
+        log(f"test_report is false: stopped before the test questions. Validation numbers: {curves} (heldout_*)")
+        return {}
     _stage(out, "report", evaluate_and_report, log)
     if not summary:
         summary.update(json.loads((out / "summary.json").read_text()))

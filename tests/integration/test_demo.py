@@ -172,3 +172,22 @@ def test_pipeline_checks_its_settings_before_running(tmp_path):
     res = runner.invoke(app, ["pipeline", "run", str(cfg), "rounds=2", "methods=[dpo]", "rankings_file=r{round}.jsonl"])
     assert res.exit_code == 2 and "put ppo in methods" in res.output
     assert not (tmp_path / "out").exists()  # nothing ran
+
+
+@pytest.mark.slow
+def test_a_settings_sweep_stops_before_the_test_questions(tmp_path):
+    """test_report=false: the validation curves are written and no test question is answered; the default rerun
+    then evaluates on the test questions, skipping the finished stages."""
+    out = tmp_path / "sweep"
+    one_round = [*SMALL, "rounds=1", "methods=[ppo]"]
+    res = runner.invoke(app, ["demo", "--out", str(out), *one_round, "test_report=false"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    said = " ".join(res.output.split())
+    assert "stopped before the test questions" in said and "Test questions" not in said
+    curves = [json.loads(x) for x in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in curves if "heldout_win_rate_vs_sft" in r] == [1, 2, 4, 6]
+    assert not any((out / f).exists() for f in ("summary.json", "report.html", "eval_samples.jsonl", ".report.done"))
+    res = runner.invoke(app, ["demo", "--out", str(out), *one_round])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert " ".join(res.output.split()).count("done earlier, skipped") == 6
+    assert json.loads((out / "summary.json").read_text())["test_questions"] == 68 and (out / "report.html").exists()

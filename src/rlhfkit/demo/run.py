@@ -171,6 +171,8 @@ def run_demo(out: Path, *, model: str | None = None, overrides: list[str] | None
         "annotators[/] (not people) that follow a hidden rubric with noise and disagreement."
     )
     summary = run_pipeline(cfg, hooks=demo_hooks(cfg), log=console.print)
+    if not summary:  # test_report=false: nothing was evaluated on the test questions
+        return summary
     methods = summary.get("methods", ["ppo"])
     table = Table(title=f"Test questions ({summary.get('test_questions')}: never trained or tuned on)")
     table.add_column("measure")
