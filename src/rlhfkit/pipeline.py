@@ -90,9 +90,9 @@ class PipelineConfig:
     """PPO iterations between held-out evaluations (the win-rate curve in the report); 0: only at the end."""
     test_report: bool = True
     """false: stop after training, before any test question is answered. For choosing settings: the validation
-    numbers are in ppo/metrics.jsonl (the heldout_* columns) and sft/metrics.json, and no test number is printed
-    that could sway the choice. Rerun with true (the default) to evaluate on the test questions and write the report;
-    the finished stages are skipped."""
+    numbers are in ppo/metrics.jsonl and roundK/ppo/metrics.jsonl (the heldout_* columns) and sft/metrics.json, and
+    no test number is printed that could sway the choice. Rerun with true (the default) to evaluate on the test
+    questions and write the report; the finished stages are skipped."""
     seed: int = 0
     """Seed for sampling, annotator panels and the rankings split."""
 
@@ -428,8 +428,11 @@ def run_pipeline(
         write_report(out)
 
     if not cfg.test_report:
-        curves = out / "ppo" / "metrics.jsonl"
-        log(f"test_report is false: stopped before the test questions. Validation numbers: {curves} (heldout_*)")
+        said = "test_report is false: stopped before the test questions."
+        if "ppo" in cfg.methods:  # every round's PPO evaluates the validation questions as it trains
+            curves = ", ".join(str(d / "ppo" / "metrics.jsonl") for d in round_dirs)
+            said += f" Validation numbers (the heldout_* columns): {curves}"
+        log(said)
         return {}
     _stage(out, "report", evaluate_and_report, log)
     if not summary:
