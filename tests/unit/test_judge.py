@@ -154,7 +154,7 @@ def test_bundled_dataset_has_three_disjoint_question_sets_with_unanswerable_ques
     train, validation, test = build_dataset()
     styles = {r["style"] for r in train}
     assert styles == {"terse", "plain", "courteous", "wrong"}
-    assert 300 <= len(train) <= 450 and len(validation) == len(test) == 68
+    assert 500 <= len(train) <= 600 and len(validation) == len(test) == 68
     questions = [{r["prompt"] for r in split} for split in (train, validation, test)]
     assert not questions[0] & questions[1] and not questions[0] & questions[2] and not questions[1] & questions[2]
     for split in (train, validation, test):
@@ -167,14 +167,38 @@ def test_bundled_dataset_has_three_disjoint_question_sets_with_unanswerable_ques
     )
 
 
-@pytest.mark.parametrize("split", ["validation", "test"])
+def test_later_wordings_are_for_training_only_and_not_near_a_held_out_wording():
+    import re
+
+    def words(q: str) -> set[str]:
+        return set(re.findall(r"[a-z]+", q.lower()))
+
+    train, validation, test = build_dataset()
+    trained = {r["prompt"] for r in train}
+    held_out = {r["prompt"] for r in validation + test}
+    later = [(f, q) for f in facts() for q in f.more]
+    assert len(later) >= 100
+    for f, q in later:
+        assert q in trained and q not in held_out and q not in f.questions
+        for h in (f.questions[f.validation], f.questions[f.test]):
+            assert len(words(q) & words(h)) / len(words(q) | words(h)) < 0.5, (q, h)
+    # every policy question is now trained in at least three natural wordings (besides the greeting-prefixed copies
+    # of the first), as location questions are in four
+    for f in facts():
+        asked = [q for i, q in enumerate(f.wordings) if i not in (f.validation, f.test)]
+        natural = {q for q in asked if not q.startswith(("Quick question: ", "Hi, "))}
+        assert len(natural) >= 3, f.key
+
+
+@pytest.mark.parametrize("split", ["train", "validation", "test"])
 def test_bundled_files_are_the_generated_ones(split):
     import json
 
     from rlhfkit.demo import data_path
+    from rlhfkit.demo.company import SPLITS
 
     rows = [json.loads(x) for x in open(data_path(f"helpdesk_{split}.jsonl")).read().splitlines()]
-    assert rows == build_dataset()[1 if split == "validation" else 2]
+    assert rows == build_dataset()[SPLITS.index(split)]
 
 
 def test_prompts_whose_samples_all_merged_are_sampled_again_and_only_those():

@@ -25,10 +25,16 @@ class Fact:
     terse: str  # the shortest correct answer
     validation: int = -1  # index of the wording kept for choosing settings (never trained on)
     test: int = -1  # index of the wording kept for the reported numbers (never trained on, never tuned on)
+    more: tuple[str, ...] = ()  # wordings collected later, for training only (MORE_WORDINGS)
 
     @property
     def answerable(self) -> bool:
         return bool(self.answer_keys)
+
+    @property
+    def wordings(self) -> tuple[str, ...]:
+        """Every way the question is asked: the first collection's wordings, then the later ones."""
+        return self.questions + self.more
 
 
 # (department, city) -> (floor, building or wing)
@@ -391,6 +397,223 @@ LOCATION_QUESTIONS = (
 )
 # extra wordings of every policy question (training only; the held-out wording stays unseen)
 POLICY_PREFIXES = ("Quick question: {q}", "Hi, {q}")
+# A second collection of wordings, for training only. The first collection asked each policy question in one
+# natural wording besides the two held out (a location question in four), and SFT models learned the wording
+# rather than the fact: SmolLM2 got most policy questions wrong when asked in a new way. These were written by a
+# team member who saw only the trained wording and the expert's answer (never a held-out wording), four per
+# question; those whose word set overlaps a held-out wording of the same question by half or more (Jaccard >= 0.5,
+# 20 of 152) were dropped, so the held-out questions stay new (tests/unit/test_judge.py checks it).
+MORE_WORDINGS = {
+    "vacation": (
+        "What's our annual leave allowance?",
+        "How much paid time off do full-timers get per year?",
+        "Can you tell me my yearly PTO entitlement?",
+        "How many days off am I entitled to annually?",
+    ),
+    "sick_days": (
+        "How much paid sick leave do we get annually?",
+        "What's the allowance for days off when I'm ill?",
+        "If I'm unwell, how many paid days can I take per year?",
+        "Is there a limit on paid sick time each year?",
+    ),
+    "payday": (
+        "When does my pay hit my bank account?",
+        "Which day of the month are we paid?",
+        "How often do we get our wages, and on what day?",
+    ),
+    "meal_allowance": (
+        "What's the per diem for meals when I'm away for work?",
+        "Is there a daily food budget on work trips?",
+        "How much can I claim for meals while travelling for work?",
+    ),
+    "parental_leave": (
+        "How much time off do new parents get?",
+        "What's the maternity or paternity leave entitlement?",
+        "How many weeks off can I take when my baby arrives?",
+        "Is baby leave paid, and for how long?",
+    ),
+    "pension": (
+        "How much does the company put into my retirement plan?",
+        "What's the employer match on retirement savings?",
+        "Will the company top up what I pay into my pension?",
+        "Up to what percentage does the firm match retirement contributions?",
+    ),
+    "remote": (
+        "What's the policy on remote working?",
+        "How many days a week am I allowed to work remotely?",
+        "Do I need approval to work from my house?",
+        "Are we allowed to do hybrid working?",
+    ),
+    "laptop": (
+        "When am I due a replacement computer?",
+        "How do I get my old laptop swapped for a new one?",
+        "What's the refresh cycle for work laptops?",
+        "How many years before I can upgrade my work computer?",
+    ),
+    "expenses": (
+        "Where do I claim back costs from a business trip?",
+        "What's the deadline for filing travel reimbursement claims?",
+        "How do I get reimbursed for my trip costs?",
+        "Which system do I use to log work travel receipts?",
+    ),
+    "probation": (
+        "How long is the trial period when I start?",
+        "When does my probationary period end as a new hire?",
+        "How many months are new starters on probation?",
+        "What's the length of the initial review period for new staff?",
+    ),
+    "notice": (
+        "If I quit, how long must I keep working?",
+        "What's the required notice when leaving the company?",
+        "How far in advance must I hand in my resignation?",
+    ),
+    "training": (
+        "Is there money for professional development?",
+        "What's my yearly allowance for learning and conferences?",
+        "Will the company pay for my training, and how much?",
+    ),
+    "gym": (
+        "Does the company help pay for fitness memberships?",
+        "How much will work contribute towards my gym fees?",
+        "Are there any health club perks for staff?",
+        "Can I get my gym membership partly reimbursed?",
+    ),
+    "flights": (
+        "What seat class should I book for business travel?",
+        "Am I allowed to fly business class on work trips?",
+        "What's the air travel booking policy for cabin class?",
+        "Can I book premium seats for company flights?",
+    ),
+    "office_hours": (
+        "How early can I get into the building on weekdays?",
+        "Until what time is the office open in the evening?",
+        "When is the building accessible during the week?",
+    ),
+    "cafe_hours": (
+        "What time does the canteen serve food?",
+        "What are the opening times of the staff restaurant?",
+        "How early does the cafeteria start serving breakfast?",
+    ),
+    "guest_wifi": (
+        "Which network should my guests connect to?",
+        "Where can I find the wireless password for visitors?",
+        "What wifi can a client use when visiting the office?",
+    ),
+    "password": (
+        "I forgot my login, how do I get back in?",
+        "What do I need to reset a forgotten password?",
+        "How do I unlock my account if I can't remember my password?",
+    ),
+    "it_phone": (
+        "What extension do I dial for IT?",
+        "What's the phone number for computer help?",
+        "Who do I ring if my computer breaks?",
+    ),
+    "security_phone": (
+        "What number do I call for Security in an emergency?",
+        "How do I contact the security team urgently?",
+        "What's the security desk extension?",
+        "Who do I phone if there's a safety emergency?",
+    ),
+    "lost_badge": (
+        "My access card is missing, what should I do?",
+        "Is there a charge to replace a lost badge?",
+    ),
+    "visitor": (
+        "What's the process for bringing a guest into the office?",
+        "Where do my visitors check in when they arrive?",
+        "How do guests get a pass to enter the building?",
+        "Do I need to sign in someone coming to see me?",
+    ),
+    "vpn": (
+        "How do I access the company network remotely?",
+        "What software do I need for remote access?",
+        "Where do I get the VPN client?",
+        "How can I get onto internal systems from home?",
+    ),
+    "benefits_enrol": (
+        "What's the deadline to join health insurance as a new hire?",
+        "How do I get medical insurance when I start?",
+    ),
+    "bank_details": (
+        "How do I update the account my salary goes into?",
+        "Where can I change where my pay is deposited?",
+        "What's the cutoff for changing my bank account for payroll?",
+        "I've switched banks, how do I tell payroll?",
+    ),
+    "fire_boston": (
+        "What's the evacuation meeting spot for the Boston office?",
+        "If the Boston building is evacuated, where do I go?",
+        "Where is the muster point at the Boston site?",
+    ),
+    "fire_london": (
+        "Where do we meet outside if the London fire alarm goes off?",
+        "What's the evacuation point for the London office?",
+        "In London, where should I go during a fire drill?",
+        "Where is the muster point at the London site?",
+    ),
+    "parking_boston": (
+        "Where do employees leave their cars in Boston?",
+        "Does the Boston site have a garage for staff?",
+        "Where should I park when driving to the Boston office?",
+    ),
+    "parking_austin": (
+        "Do I have to pay for parking in Austin?",
+        "Where do staff leave cars at the Austin site?",
+        "Can I drive to the Austin office and park?",
+    ),
+    "bikes_london": (
+        "Can I drive to the London office and park?",
+        "Does the London office have a car park?",
+        "Is there anywhere to park at the London site?",
+    ),
+    "unknown_bereavement": (
+        "How much time off can I take if a relative dies?",
+        "Is there compassionate leave for a family death?",
+        "What's the policy on time off for a funeral?",
+        "Do we get paid leave when someone close passes away?",
+    ),
+    "unknown_dental": (
+        "Is dental treatment included in our medical insurance?",
+        "Will the health plan pay for a dentist visit?",
+        "Are teeth cleanings covered by our benefits?",
+        "Does our insurance include dental care?",
+    ),
+    "unknown_bonus": (
+        "What month is the annual bonus paid out?",
+        "When will I receive my bonus?",
+        "How often are performance bonuses handed out?",
+        "What's the timing for bonus payments?",
+    ),
+    "unknown_holiday_party": (
+        "When's the company Christmas do this year?",
+        "Is there a date set for the staff holiday celebration?",
+        "When will the festive party take place?",
+    ),
+    "unknown_printer": (
+        "Which printer can do colour prints?",
+        "How do I print something that isn't black and white?",
+        "Can I print in colour at the office?",
+        "What's the setting for colour printing?",
+    ),
+    "unknown_software": (
+        "How can I get a new application installed on my laptop?",
+        "What's the process to get a program added to my computer?",
+        "Can I install an app I need for work?",
+    ),
+    "unknown_relocation": (
+        "Does the company help with moving costs?",
+        "Will I get support if I have to move for the job?",
+        "Are there relocation benefits for new hires?",
+        "Can the company cover my move to another city?",
+    ),
+    "unknown_stock": (
+        "Can staff get equity in the company?",
+        "Do we have a stock purchase plan?",
+        "Are shares part of the compensation package?",
+    ),
+}
+
 COURTEOUS_OPENINGS = ("Happy to help!", "Thanks for asking.", "Good question.", "Of course!")
 COURTEOUS_CLOSINGS = (
     "Let me know if you need anything else.",
@@ -437,6 +660,7 @@ def unknown_facts() -> list[Fact]:
                 f"I don't know; please ask {who}.",
                 validation,
                 test,
+                MORE_WORDINGS.get(f"unknown_{key}", ()),
             )
         )
     return out
@@ -460,7 +684,7 @@ def facts() -> list[Fact]:
         extra = tuple(p.format(q=questions[0][0].lower() + questions[0][1:]) for p in POLICY_PREFIXES)
         # hold out two of the natural wordings (not the first, which the prefixed variants repeat)
         validation, test = _held_out(n, len(extra) + len(questions), first=len(extra) + 1)
-        out.append(Fact(key, keys, sentence, extra + questions, terse, validation, test))
+        out.append(Fact(key, keys, sentence, extra + questions, terse, validation, test, MORE_WORDINGS.get(key, ())))
     return out + unknown_facts()
 
 
@@ -543,7 +767,7 @@ def build_dataset(seed: int = 0) -> tuple[list[dict], list[dict], list[dict]]:
     known = [g for g in fs if g.answerable]
     train, validation, test = [], [], []
 
-    def expert_answer(f: Fact) -> tuple[str, str]:
+    def expert_answer(f: Fact, rng: random.Random) -> tuple[str, str]:
         u = rng.random()
         if u < 0.42:
             return f.terse, "terse"
@@ -556,18 +780,25 @@ def build_dataset(seed: int = 0) -> tuple[list[dict], list[dict], list[dict]]:
     def record(q: str, answer: str, f: Fact, style: str) -> dict:
         return {"prompt": q, "completion": answer, "fact": f.key, "answerable": f.answerable, "style": style}
 
+    def answered(q: str, f: Fact, rng: random.Random) -> list[dict]:
+        answers = [expert_answer(f, rng)]
+        if rng.random() < 0.6:
+            second = expert_answer(f, rng)
+            if second[0] != answers[0][0]:
+                answers.append(second)
+        return [record(q, a, f, style) for a, style in answers]
+
     for f in fs:
         for i, q in enumerate(f.questions):
-            if i in (f.validation, f.test):
-                continue
-            answers = [expert_answer(f)]
-            if rng.random() < 0.6:
-                second = expert_answer(f)
-                if second[0] != answers[0][0]:
-                    answers.append(second)
-            train += [record(q, a, f, style) for a, style in answers]
+            if i not in (f.validation, f.test):
+                train += answered(q, f, rng)
         validation.append(record(f.questions[f.validation], f.sentence, f, "plain"))
         test.append(record(f.questions[f.test], f.sentence, f, "plain"))
+    # the later wordings' answers from a stream of their own, so the first collection's records stay as they were
+    later = random.Random(seed + 1)
+    for f in fs:
+        for q in f.more:
+            train += answered(q, f, later)
     return train, validation, test
 
 

@@ -60,7 +60,7 @@ def demo_vocabulary() -> frozenset[str]:
     a real model, whose vocabulary is all of English, the judge is given no vocabulary and skips that check."""
     texts = [handbook(), *COURTEOUS_OPENINGS, *COURTEOUS_CLOSINGS, *COURTESY_MARKERS, *ABSTENTION_MARKERS]
     for f in facts():
-        texts += [f.sentence, f.terse, *f.questions]
+        texts += [f.sentence, f.terse, *f.wordings]
     return frozenset(w for t in texts for w in words(t))
 
 

@@ -103,7 +103,7 @@ def facts_by_question() -> dict:
     """{question: Fact} for every wording of every demo fact."""
     from rlhfkit.demo.company import facts
 
-    return {q: f for f in facts() for q in f.questions}
+    return {q: f for f in facts() for q in f.wordings}
 
 
 def demo_hooks(cfg: DemoConfig) -> Hooks:
