@@ -170,6 +170,8 @@ def test_bundled_dataset_has_three_disjoint_question_sets_with_unanswerable_ques
 def test_later_wordings_are_for_training_only_and_not_near_a_held_out_wording():
     import re
 
+    from rlhfkit.demo.company import overlap
+
     def words(q: str) -> set[str]:
         return set(re.findall(r"[a-z]+", q.lower()))
 
@@ -182,12 +184,22 @@ def test_later_wordings_are_for_training_only_and_not_near_a_held_out_wording():
         assert q in trained and q not in held_out and q not in f.questions
         for h in (f.questions[f.validation], f.questions[f.test]):
             assert len(words(q) & words(h)) / len(words(q) | words(h)) < 0.5, (q, h)
+            assert overlap(q, h) < 0.5, (q, h)
     # every policy question is now trained in at least three natural wordings (besides the greeting-prefixed copies
-    # of the first), as location questions are in four
+    # of the first)
     for f in facts():
         asked = [q for i, q in enumerate(f.wordings) if i not in (f.validation, f.test)]
         natural = {q for q in asked if not q.startswith(("Quick question: ", "Hi, "))}
         assert len(natural) >= 3, f.key
+
+
+def test_overlap_sees_through_contractions_plurals_and_stop_words():
+    from rlhfkit.demo.company import content_words, overlap
+
+    assert content_words("What's the refresh cycle for work laptops?") == {"refresh", "cycle", "work", "laptop"}
+    assert overlap("What's the refresh cycle for work laptops?", "What is the laptop refresh cycle?") == 0.75
+    assert overlap("Which day of the month are we paid?", "What day do we get paid?") == 2 / 3
+    assert overlap("Do we get money for fitness?", "How much will work contribute towards my gym fees?") == 0.0
 
 
 @pytest.mark.parametrize("split", ["train", "validation", "test"])

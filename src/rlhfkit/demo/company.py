@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -398,27 +399,25 @@ LOCATION_QUESTIONS = (
 # extra wordings of every policy question (training only; the held-out wording stays unseen)
 POLICY_PREFIXES = ("Quick question: {q}", "Hi, {q}")
 # A second collection of wordings, for training only. The first collection asked each policy question in one
-# natural wording besides the two held out (a location question in four), and SFT models learned the wording
-# rather than the fact: SmolLM2 got most policy questions wrong when asked in a new way. These were written by a
-# team member who saw only the trained wording and the expert's answer (never a held-out wording), four per
-# question; those whose word set overlaps a held-out wording of the same question by half or more (Jaccard >= 0.5,
-# 20 of 152) were dropped, so the held-out questions stay new (tests/unit/test_judge.py checks it).
+# natural wording besides the two held out (a location question in three or four), and SFT models learned the
+# wording rather than the fact: SmolLM2 got most policy questions wrong when asked in a new way. These were written by
+# a team member who saw only the trained wording and the expert's answer (never a held-out wording), four per
+# question; those too close to a held-out wording of the same question were dropped (31 of 152: the words, or the
+# content words of `overlap`, shared by half or more; e.g. "What's the refresh cycle for work laptops?" against
+# "What is the laptop refresh cycle?"), so the held-out questions stay new (tests/unit/test_judge.py checks it).
 MORE_WORDINGS = {
     "vacation": (
-        "What's our annual leave allowance?",
         "How much paid time off do full-timers get per year?",
         "Can you tell me my yearly PTO entitlement?",
         "How many days off am I entitled to annually?",
     ),
     "sick_days": (
-        "How much paid sick leave do we get annually?",
         "What's the allowance for days off when I'm ill?",
         "If I'm unwell, how many paid days can I take per year?",
         "Is there a limit on paid sick time each year?",
     ),
     "payday": (
         "When does my pay hit my bank account?",
-        "Which day of the month are we paid?",
         "How often do we get our wages, and on what day?",
     ),
     "meal_allowance": (
@@ -439,7 +438,6 @@ MORE_WORDINGS = {
         "Up to what percentage does the firm match retirement contributions?",
     ),
     "remote": (
-        "What's the policy on remote working?",
         "How many days a week am I allowed to work remotely?",
         "Do I need approval to work from my house?",
         "Are we allowed to do hybrid working?",
@@ -447,7 +445,6 @@ MORE_WORDINGS = {
     "laptop": (
         "When am I due a replacement computer?",
         "How do I get my old laptop swapped for a new one?",
-        "What's the refresh cycle for work laptops?",
         "How many years before I can upgrade my work computer?",
     ),
     "expenses": (
@@ -479,7 +476,6 @@ MORE_WORDINGS = {
         "Can I get my gym membership partly reimbursed?",
     ),
     "flights": (
-        "What seat class should I book for business travel?",
         "Am I allowed to fly business class on work trips?",
         "What's the air travel booking policy for cabin class?",
         "Can I book premium seats for company flights?",
@@ -528,7 +524,6 @@ MORE_WORDINGS = {
     "vpn": (
         "How do I access the company network remotely?",
         "What software do I need for remote access?",
-        "Where do I get the VPN client?",
         "How can I get onto internal systems from home?",
     ),
     "benefits_enrol": (
@@ -537,7 +532,6 @@ MORE_WORDINGS = {
     ),
     "bank_details": (
         "How do I update the account my salary goes into?",
-        "Where can I change where my pay is deposited?",
         "What's the cutoff for changing my bank account for payroll?",
         "I've switched banks, how do I tell payroll?",
     ),
@@ -555,12 +549,10 @@ MORE_WORDINGS = {
     "parking_boston": (
         "Where do employees leave their cars in Boston?",
         "Does the Boston site have a garage for staff?",
-        "Where should I park when driving to the Boston office?",
     ),
     "parking_austin": (
         "Do I have to pay for parking in Austin?",
         "Where do staff leave cars at the Austin site?",
-        "Can I drive to the Austin office and park?",
     ),
     "bikes_london": (
         "Can I drive to the London office and park?",
@@ -569,7 +561,6 @@ MORE_WORDINGS = {
     ),
     "unknown_bereavement": (
         "How much time off can I take if a relative dies?",
-        "Is there compassionate leave for a family death?",
         "What's the policy on time off for a funeral?",
         "Do we get paid leave when someone close passes away?",
     ),
@@ -621,6 +612,35 @@ COURTEOUS_CLOSINGS = (
     "Have a great day!",
     "Feel free to ask if anything is unclear.",
 )
+
+
+_STOP_WORDS = frozenset(
+    "a an the is are am be was do does did i we you my our your me us it this that there here of for to in on at by "
+    "with from and or if what which who when where how can could will would should much many per any get got".split()
+)
+
+
+def content_words(question: str) -> set[str]:
+    """The words that carry a question's meaning: lower case, "what's" as "what is", no stop words, a plural or
+    "-ing"/"-ed" ending cut ("laptops" and "laptop" are one word)."""
+    q = re.sub(r"(\w)'s\b", r"\1 is", question.lower()).replace("'m", " am").replace("can't", "can not")
+    q = q.replace("n't", " not")
+    out = set()
+    for w in re.findall(r"[a-z]+", q):
+        if w in _STOP_WORDS:
+            continue
+        for suffix in ("ing", "ed", "es", "s"):
+            if len(w) > 4 and w.endswith(suffix):
+                w = w[: -len(suffix)]
+                break
+        out.add(w)
+    return out
+
+
+def overlap(a: str, b: str) -> float:
+    """How alike two wordings are: the Jaccard index of their content words (1.0: the same words)."""
+    x, y = content_words(a), content_words(b)
+    return len(x & y) / max(1, len(x | y))
 
 
 def _cap(s: str) -> str:
