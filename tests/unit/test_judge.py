@@ -170,7 +170,7 @@ def test_bundled_dataset_has_three_disjoint_question_sets_with_unanswerable_ques
 def test_later_wordings_are_for_training_only_and_not_near_a_held_out_wording():
     import re
 
-    from rlhfkit.demo.company import overlap
+    from rlhfkit.demo.company import POLICY_PREFIXES, overlap
 
     def words(q: str) -> set[str]:
         return set(re.findall(r"[a-z]+", q.lower()))
@@ -187,9 +187,10 @@ def test_later_wordings_are_for_training_only_and_not_near_a_held_out_wording():
             assert overlap(q, h) < 0.5, (q, h)
     # every policy question is now trained in at least three natural wordings (besides the greeting-prefixed copies
     # of the first)
+    greetings = tuple(p.format(q="") for p in POLICY_PREFIXES)
     for f in facts():
         asked = [q for i, q in enumerate(f.wordings) if i not in (f.validation, f.test)]
-        natural = {q for q in asked if not q.startswith(("Quick question: ", "Hi, "))}
+        natural = {q for q in asked if not q.startswith(greetings)}
         assert len(natural) >= 3, f.key
 
 
