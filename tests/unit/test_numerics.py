@@ -141,3 +141,42 @@ def test_calibration_under_rao_kupper_uses_its_own_win_odds():
     bt = preference_metrics(pairs, [math.log(4), 0.0], tie_model="davidson")
     assert rk["eval_ece"] == pytest.approx(1 / 7, abs=1e-6)
     assert bt["eval_ece"] == pytest.approx(1 / 5, abs=1e-6)
+
+
+def test_kv_cache_goes_in_under_the_name_the_installed_transformers_takes():
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM, LlamaForSequenceClassification
+
+    from rlhfkit.data.collate import pad_left
+    from rlhfkit.models.load import cache_kwargs
+    from rlhfkit.models.logprobs import AnswerLogprobs
+    from rlhfkit.models.reward import PromptResponseScorer
+    from rlhfkit.models.sampler import hf_sample
+
+    class Old(torch.nn.Module):  # transformers before the rename
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None): ...
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None, use_cache=None, **kwargs): ...
+
+    assert cache_kwargs(Old(), "kv") == {"past_key_values": "kv"}
+    assert cache_kwargs(New(), "kv") == {"cache": "kv"}
+
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(tiny_llama_config(tie_word_embeddings=False)).eval()
+    lora = get_peft_model(lm, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False)).eval()
+    rm = LlamaForSequenceClassification(tiny_llama_config(num_labels=1)).eval()
+    prompts, answers, owner = [[5, 9, 13], [40, 2]], [[22, 7, EOS], [3, 3], [8, EOS]], [0, 0, 1]
+    query, mask = pad_left(prompts, pad_id=PAD)
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        for model in (lm, lora):  # peft passes the keyword through to the transformers module inside
+            cached = AnswerLogprobs(model, pad_id=PAD, shared_prefix=True)(prompts, answers, owner)[0]
+            whole = AnswerLogprobs(model, pad_id=PAD, shared_prefix=False)(prompts, answers, owner)[0]
+            torch.testing.assert_close(cached, whole, rtol=0, atol=1e-5)  # the cache was used, not dropped
+            hf_sample(model, query, mask, max_new_tokens=4, eos_id=-1, pad_id=PAD, temperature=0.0)
+        scores = [PromptResponseScorer(rm, pad_id=PAD, shared_prefix=s)(prompts, answers, owner) for s in (1, 0)]
+        torch.testing.assert_close(*scores, rtol=0, atol=1e-5)
+    assert not [str(w.message) for w in caught if "past_key_values" in str(w.message)]

@@ -6,9 +6,11 @@ we write, so later stages format prompts the same way.
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import tempfile
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,20 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in _DTYPES:
         raise ConfigError(f"dtype {dtype!r} is not one of auto, {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
+
+
+def cache_kwargs(model, kv_cache) -> dict[str, Any]:
+    """The keyword argument that hands `kv_cache` to `model`'s forward: `cache` where transformers renamed it (5.x
+    warns that `past_key_values` goes in 5.40), `past_key_values` in the versions before. `model` may be wrapped by
+    peft; the transformers module inside decides."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {_cache_keyword(type(inner)): kv_cache}
+
+
+@cache
+def _cache_keyword(cls: type) -> str:
+    params = inspect.signature(cls.forward).parameters
+    return "cache" if "cache" in params and "past_key_values" not in params else "past_key_values"
 
 
 def load_tokenizer(name_or_path: str, *, padding_side: str = "right"):

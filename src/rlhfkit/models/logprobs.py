@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from rlhfkit.data.collate import pad_left, pad_right
+from rlhfkit.models.load import cache_kwargs
 from rlhfkit.ops import logprobs_from_logits
 
 
@@ -44,7 +45,7 @@ class AnswerLogprobs(nn.Module):
             input_ids=p_ids,
             attention_mask=p_mask,
             position_ids=p_pos,
-            past_key_values=cache,
+            **cache_kwargs(self.model, cache),
             use_cache=True,
             logits_to_keep=1,
         ).logits  # (P, 1, V): the prompt's last position predicts the answer's first token
@@ -55,7 +56,7 @@ class AnswerLogprobs(nn.Module):
             input_ids=a_ids,
             attention_mask=torch.cat([p_mask[index], a_mask], dim=1),
             position_ids=positions,
-            past_key_values=cache,
+            **cache_kwargs(self.model, cache),
             use_cache=True,
         ).logits
         return torch.cat([first[index], rest[:, :-1]], dim=1)

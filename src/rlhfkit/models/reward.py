@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from rlhfkit.config import ConfigError
 from rlhfkit.data.collate import pad_left, pad_right
 from rlhfkit.data.prompts import encode_prompt, format_prompt
-from rlhfkit.models.load import apply_lora, disable_dropout, load_tokenizer, pick_device, pick_dtype
+from rlhfkit.models.load import apply_lora, cache_kwargs, disable_dropout, load_tokenizer, pick_device, pick_dtype
 
 STATS_FILE = "reward_stats.json"
 
@@ -121,14 +121,20 @@ class PromptResponseScorer(torch.nn.Module):
         p_ids, p_mask = pad_left(prompts, pad_id=self.pad_id, device=device)
         cache = DynamicCache(config=self.model.config)
         p_pos = (p_mask.cumsum(dim=1) - 1).clamp(min=0)
-        backbone(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, past_key_values=cache, use_cache=True)
+        backbone(
+            input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, **cache_kwargs(backbone, cache)
+        )
         index = torch.tensor(owner, device=device)
         cache.batch_select_indices(index)
         a_ids, a_mask = pad_right(answers, pad_id=self.pad_id, device=device)
         positions = p_mask.sum(dim=1)[index].unsqueeze(1) + torch.arange(a_ids.size(1), device=device)
         mask = torch.cat([p_mask[index], a_mask], dim=1)
         hidden = backbone(
-            input_ids=a_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+            input_ids=a_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **cache_kwargs(backbone, cache),
         ).last_hidden_state
         return head(hidden[torch.arange(len(answers), device=device), last_real(a_mask)]).squeeze(-1).float()
 

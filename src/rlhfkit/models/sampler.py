@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rlhfkit.models.load import cache_kwargs
+
 
 class Samples(NamedTuple):
     tokens: Tensor  # (B, T) sampled ids; pad_id after a sequence's EOS
@@ -128,7 +130,7 @@ class _HFDecoder:
             input_ids=input_ids,
             attention_mask=self.mask,
             position_ids=self.position,
-            past_key_values=self.cache,
+            **cache_kwargs(self.model, self.cache),
             use_cache=True,
             logits_to_keep=1,
         ).logits[:, -1]
@@ -141,7 +143,7 @@ class _HFDecoder:
             input_ids=token.unsqueeze(1),
             attention_mask=self.mask,
             position_ids=self.position,
-            past_key_values=self.cache,
+            **cache_kwargs(self.model, self.cache),
             use_cache=True,
         ).logits[:, -1]
         self.position = self.position + 1
