@@ -119,6 +119,10 @@ class Judge(Protocol):
     def compare(self, question: str, answer_a: str, answer_b: str) -> str:
         """ "a", "b" or "tie"."""
 
+    # Optional, looked up with getattr: category(question) -> str groups the side-by-side answers, and
+    # kind(question, answer) -> str (one of the judge's KINDS) the reward model's scores, so the report shows what
+    # the reward model pays for each kind of answer.
+
 
 @dataclass
 class Hooks:
@@ -689,6 +693,13 @@ class HeldOutEvaluator:
             summary["rounds"] = [
                 self.round_summary(k, texts, answers["sft"], seed=seed) for k, texts in enumerate(by_round, 1)
             ]
+        kind = getattr(self.judge, "kind", None)
+        if kind is not None:
+            summary["rm_score_by_kind"] = score_by_kind(
+                {name: [kind(q, a) for q, a in zip(self.prompts, texts)] for name, texts in answers.items()},
+                {name: s.tolist() for name, s in scores.items()},
+                order=getattr(self.judge, "KINDS", ()),
+            )
         category = getattr(self.judge, "category", None)
         rows = []
         for n, (q, g) in enumerate(zip(self.prompts, self.golds)):
@@ -716,6 +727,23 @@ class HeldOutEvaluator:
             "win_rate_ci": win_rate_interval(verdicts, seed=seed),
             **{f"{name}_ppo": v for name, v in props.items()},
         }
+
+
+def score_by_kind(
+    kinds: dict[str, list[str]], scores: dict[str, list[float]], *, order: tuple[str, ...] = ()
+) -> dict[str, dict[str, dict[str, float]]]:
+    """{kind: {model: {"mean": its mean reward-model score on answers of that kind, "count": how many}}}: for each
+    model (e.g. "sft", "ppo") the kind of each of its answers and their scores. Kinds in `order` first, in that
+    order, then any others as they appear; a model with no answer of a kind is left out of that kind's entry."""
+    out: dict[str, dict[str, list[float]]] = {k: {} for k in order}
+    for name, ks in kinds.items():
+        for k, x in zip(ks, scores[name], strict=True):
+            out.setdefault(k, {}).setdefault(name, []).append(x)
+    return {
+        k: {name: {"mean": sum(xs) / len(xs), "count": len(xs)} for name, xs in by.items()}
+        for k, by in out.items()
+        if by
+    }
 
 
 def win_rate_interval(verdicts: list[str], *, seed: int = 0, resamples: int = 2000) -> list[float]:

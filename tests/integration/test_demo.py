@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 
 import pytest
@@ -74,6 +75,20 @@ def test_reduced_demo_writes_every_output(tmp_path):
         assert summary[f"abstention_rate_{model}"] == pytest.approx(sum(abstained) / len(unanswerable))
         invented = [bool(judged[id(r)].invented) for r in unanswerable]
         assert summary[f"hallucination_rate_{model}"] == pytest.approx(sum(invented) / len(unanswerable))
+    # what the reward model pays for each kind of answer: the answers' own scores, grouped by the rubric's kinds
+    from rlhfkit.demo.run import RubricJudge
+
+    rubric = RubricJudge(facts, vocabulary=demo_vocabulary())
+    by_kind = summary["rm_score_by_kind"]
+    assert list(by_kind) == [k for k in RubricJudge.KINDS if k in by_kind]
+    for model in ("sft", *METHODS):
+        groups: dict[str, list[float]] = {}
+        for r in samples:
+            groups.setdefault(rubric.kind(r["question"], r[f"{model}_answer"]), []).append(r[f"{model}_rm_score"])
+        mine = {k: by[model] for k, by in by_kind.items() if model in by}
+        assert set(mine) == set(groups) and sum(v["count"] for v in mine.values()) == 68, model
+        for k, xs in groups.items():
+            assert mine[k]["count"] == len(xs) and mine[k]["mean"] == pytest.approx(sum(xs) / len(xs), abs=1e-5)
     # two rounds: the top-level numbers are the last round's, and each round's answers are in the samples
     rounds = summary["rounds"]
     assert [r["round"] for r in rounds] == [1, 2] and (out / "round2" / "ppo" / "model.safetensors").exists()
@@ -121,6 +136,8 @@ def test_reduced_demo_writes_every_output(tmp_path):
     assert "Five test questions where the handbook does not" in report and "PPO round 2" in report
     assert "Methods on held-out questions" in report and all(f"<td>{m}</td>" in report for m in METHODS)
     assert "What the reward model knows" in report and "<td>abstain vs invented</td>" in report
+    assert "What the reward model pays for each kind of answer" in report
+    assert all(f"<tr><td>{html.escape(k)}</td>" in report for k in summary["rm_score_by_kind"])
     said = " ".join(res.output.split())  # Rich wraps lines at the terminal width
     assert "simulated annotators" in said
     # a rerun skips every finished stage
@@ -145,11 +162,19 @@ def test_report_escapes_model_text(tmp_path):
                 "fact_accuracy_ppo": evil,
                 "rm_abstain_vs_invented_accuracy": 0.25,
                 "rm_abstain_vs_invented_pairs": 16,
+                "rm_score_by_kind": {
+                    evil: {"ppo": {"mean": 1.5, "count": 3}},
+                    "right": {"sft": {"mean": -2, "count": 1}},
+                },
             }
         )
     )
     html = write_report(tmp_path).read_text()
     assert "<td>abstain vs invented</td>" in html and "<td>0.250</td><td>16</td>" in html
+    assert "<th>SFT</th><th>PPO</th></tr>" in html and "<td>right</td><td>-2.00 (1)</td><td></td></tr>" in html
+    assert (
+        "alert(1)&lt;/script&gt;&lt;img src=x onerror=&quot;alert(2)&quot;&gt;</td><td></td><td>1.50 (3)</td>" in html
+    )
     assert "<script>alert" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "onerror=&quot;alert(2)&quot;" in html
 

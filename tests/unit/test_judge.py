@@ -109,6 +109,36 @@ def test_the_rubric_judge_reports_each_rate_on_the_questions_it_applies_to():
     assert [rubric.category(q) for q in questions] == ["answerable", "answerable", "unanswerable", "unanswerable"]
 
 
+def test_the_rubric_judge_names_the_kind_of_each_answer():
+    rubric = RubricJudge(facts_by_question(), vocabulary=VOCAB)
+    hr, unknown = HR.questions[0], UNKNOWN.questions[0]
+    cases = [
+        (hr, "Happy to help! In Boston, HR is on the 3rd floor of Building A.", "right, a full sentence"),
+        (hr, "3rd floor, Building A.", "right, a fragment"),
+        (hr, "I don't have that information. HR can help.", '"I don\'t know" where the handbook answers'),
+        (hr, "Please ask someone at the office.", "wrong, nothing specific"),
+        (hr, "In Boston, HR is on the 5th floor of Building A.", "another fact's value"),
+        (unknown, "I don't have that information. Reception in Austin can help.", RubricJudge.KINDS[5]),
+        (unknown, "Please ask someone at the office.", "no answer, nothing specific"),
+        (unknown, "In Austin, Payroll is on the 3rd floor of Building C.", "an invented value"),
+        (hr, "floor floor floor floor floor.", "broken text"),
+    ]
+    assert [rubric.kind(q, a) for q, a, _ in cases] == [k for *_, k in cases]
+    assert sorted(k for *_, k in cases) == sorted(RubricJudge.KINDS)  # every kind is reachable
+
+
+def test_scores_by_kind_keep_the_judges_order_and_each_models_count():
+    from rlhfkit.pipeline import score_by_kind
+
+    kinds = {"sft": ["b", "a", "b"], "ppo": ["c", "a", "a"]}
+    scores = {"sft": [1.0, 2.0, 4.0], "ppo": [4.0, 5.0, 7.0]}
+    assert score_by_kind(kinds, scores, order=("a", "b", "unused")) == {
+        "a": {"sft": {"mean": 2.0, "count": 1}, "ppo": {"mean": 6.0, "count": 2}},
+        "b": {"sft": {"mean": 2.5, "count": 2}},
+        "c": {"ppo": {"mean": 4.0, "count": 1}},
+    }
+
+
 def test_bootstrap_interval_of_the_win_rate():
     verdicts = ["a"] * 30 + ["b"] * 10
     low, high = win_rate_interval(verdicts, seed=0)

@@ -58,6 +58,30 @@ class RubricJudge:
     def category(self, question: str) -> str:
         return "answerable" if self.facts[question].answerable else "unanswerable"
 
+    KINDS = (
+        "right, a full sentence",
+        "right, a fragment",
+        '"I don\'t know" where the handbook answers',
+        "wrong, nothing specific",
+        "another fact's value",
+        '"I don\'t know" where the handbook does not answer',
+        "no answer, nothing specific",
+        "an invented value",
+        "broken text",
+    )
+
+    def kind(self, question: str, answer: str) -> str:
+        """Which of KINDS the answer is, by the rubric's level (and, for right answers, whether it is a sentence)."""
+        from rlhfkit.demo.judge import assess
+
+        a = assess(answer, self.facts[question], vocabulary=self.vocabulary)
+        if a.level == 0:
+            return self.KINDS[8]
+        if a.answerable:
+            by_level = {4: self.KINDS[0] if a.complete else self.KINDS[1], 3: self.KINDS[2], 2: self.KINDS[3]}
+            return by_level.get(a.level, self.KINDS[4])
+        return {4: self.KINDS[5], 2: self.KINDS[6]}.get(a.level, self.KINDS[7])
+
     def compare(self, question: str, answer_a: str, answer_b: str) -> str:
         from rlhfkit.demo.judge import judge
 

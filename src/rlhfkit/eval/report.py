@@ -258,6 +258,32 @@ def probe_table(summary: dict) -> list[str]:
     return parts
 
 
+def score_by_kind_table(summary: dict) -> list[str]:
+    """What the reward model pays for each kind of answer (summary["rm_score_by_kind"]): its mean score of the test
+    answers of each kind, per model, with how many there were."""
+    by_kind = summary.get("rm_score_by_kind") or {}
+    if not by_kind:
+        return []
+    models = ["sft", *(summary.get("methods") or [])]
+    models = [m for m in models if any(m in by for by in by_kind.values())]
+    e = html.escape
+    parts = [
+        "<h2>What the reward model pays for each kind of answer</h2>",
+        "<p>Each cell is the reward model's mean score of one model's test answers of one kind (how many answers in "
+        "brackets); the same reward model scores every column, so the rows compare across columns. Reinforcement "
+        "learning moves the chatbot toward the kinds scored highest. Read down the SFT column: where \"I don't "
+        'know" to a question the handbook answers scores above a right answer, expect the trained chatbot to say '
+        '"I don\'t know" more (wrongful abstentions); where a right fragment scores far below a right full '
+        "sentence, expect more full sentences.</p>",
+        "<table><tr><th>kind of answer</th>" + "".join(f"<th>{e(m.upper())}</th>" for m in models) + "</tr>",
+    ]
+    for kind, by in by_kind.items():
+        cells = [f"{by[m]['mean']:.2f} ({by[m]['count']})" if m in by else "" for m in models]
+        parts.append(f"<tr><td>{e(kind)}</td>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
+    parts.append("</table>")
+    return parts
+
+
 def write_report(out: Path) -> Path:
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     samples = _rows(out / "eval_samples.jsonl")
@@ -300,6 +326,7 @@ def write_report(out: Path) -> Path:
     if summary.get("methods"):
         parts += ["<h2>Methods on held-out questions</h2>", method_table(summary)]
     parts += probe_table(summary)
+    parts += score_by_kind_table(summary)
     for title, png in figures(out):
         parts += [f"<h2>{e(title)}</h2>", f"<img alt='{e(title)}' src='data:image/png;base64,{png}'>"]
         if title in EXPLAINED:
