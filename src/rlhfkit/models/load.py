@@ -114,7 +114,10 @@ def checkpoint_activations(model, enabled: bool = True):
     training mode only, so scoring passes in eval mode are unaffected."""
     if enabled:
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(inner, "activation_checkpointing_enable"):  # transformers 5.x; the old name goes in 6
+            inner.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
