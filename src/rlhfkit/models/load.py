@@ -51,12 +51,16 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+def unwrapped(model):
+    """The transformers model inside a peft wrapper (its LoRA layers sit inside it), or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def cache_kwargs(model, kv_cache) -> dict[str, Any]:
     """The keyword argument that hands `kv_cache` to `model`'s forward: `cache` where transformers renamed it (5.x
     warns that `past_key_values` goes in 5.40), `past_key_values` in the versions before. `model` may be wrapped by
     peft; the transformers module inside decides."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return {_cache_keyword(type(inner)): kv_cache}
+    return {_cache_keyword(type(unwrapped(model))): kv_cache}
 
 
 @cache
@@ -113,7 +117,7 @@ def checkpoint_activations(model, enabled: bool = True):
     """Gradient (activation) checkpointing on a transformers model, peft-wrapped or not; returns the model. Active in
     training mode only, so scoring passes in eval mode are unaffected."""
     if enabled:
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        inner = unwrapped(model)
         if hasattr(inner, "activation_checkpointing_enable"):  # transformers 5.x; the old name goes in 6
             inner.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:

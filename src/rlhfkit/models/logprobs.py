@@ -40,12 +40,13 @@ class AnswerLogprobs(nn.Module):
 
         p_ids, p_mask = pad_left(prompts, pad_id=self.pad_id, device=device)
         cache = DynamicCache(config=self.model.config)
+        cache_kw = cache_kwargs(self.model, cache)
         p_pos = (p_mask.cumsum(dim=1) - 1).clamp(min=0)
         first = self.model(
             input_ids=p_ids,
             attention_mask=p_mask,
             position_ids=p_pos,
-            **cache_kwargs(self.model, cache),
+            **cache_kw,
             use_cache=True,
             logits_to_keep=1,
         ).logits  # (P, 1, V): the prompt's last position predicts the answer's first token
@@ -56,7 +57,7 @@ class AnswerLogprobs(nn.Module):
             input_ids=a_ids,
             attention_mask=torch.cat([p_mask[index], a_mask], dim=1),
             position_ids=positions,
-            **cache_kwargs(self.model, cache),
+            **cache_kw,
             use_cache=True,
         ).logits
         return torch.cat([first[index], rest[:, :-1]], dim=1)

@@ -30,7 +30,15 @@ from torch import Tensor, nn
 from rlhfkit.config import ConfigError
 from rlhfkit.data.collate import pad_left, pad_right
 from rlhfkit.data.prompts import encode_prompt, format_prompt
-from rlhfkit.models.load import apply_lora, cache_kwargs, disable_dropout, load_tokenizer, pick_device, pick_dtype
+from rlhfkit.models.load import (
+    apply_lora,
+    cache_kwargs,
+    disable_dropout,
+    load_tokenizer,
+    pick_device,
+    pick_dtype,
+    unwrapped,
+)
 
 STATS_FILE = "reward_stats.json"
 
@@ -76,7 +84,7 @@ def is_decoder_only(model) -> bool:
 def backbone_and_head(seq_cls_model) -> tuple[nn.Module, nn.Module]:
     """The transformer and the one-output head of a sequence-classification model (under peft too: its LoRA
     layers sit inside the backbone and its head is the trainable copy peft keeps)."""
-    inner = seq_cls_model.get_base_model() if hasattr(seq_cls_model, "get_base_model") else seq_cls_model
+    inner = unwrapped(seq_cls_model)
     for name in ("score", "classifier", "v_head"):
         head = getattr(inner, name, None)
         linear = getattr(head, "original_module", head)  # peft's ModulesToSaveWrapper keeps the original beside
@@ -120,10 +128,9 @@ class PromptResponseScorer(torch.nn.Module):
 
         p_ids, p_mask = pad_left(prompts, pad_id=self.pad_id, device=device)
         cache = DynamicCache(config=self.model.config)
+        cache_kw = cache_kwargs(backbone, cache)
         p_pos = (p_mask.cumsum(dim=1) - 1).clamp(min=0)
-        backbone(
-            input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, **cache_kwargs(backbone, cache)
-        )
+        backbone(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, **cache_kw)
         index = torch.tensor(owner, device=device)
         cache.batch_select_indices(index)
         a_ids, a_mask = pad_right(answers, pad_id=self.pad_id, device=device)
@@ -134,7 +141,7 @@ class PromptResponseScorer(torch.nn.Module):
             attention_mask=mask,
             position_ids=positions,
             use_cache=True,
-            **cache_kwargs(backbone, cache),
+            **cache_kw,
         ).last_hidden_state
         return head(hidden[torch.arange(len(answers), device=device), last_real(a_mask)]).squeeze(-1).float()
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rlhfkit.models.load import cache_kwargs
+from rlhfkit.models.load import cache_kwargs, unwrapped
 
 
 class Samples(NamedTuple):
@@ -123,6 +123,7 @@ class _HFDecoder:
 
         self.model, self.mask = model, attention_mask
         self.cache = DynamicCache(config=model.config)
+        self.cache_kw = cache_kwargs(model, self.cache)
         self.position = (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
 
     def prefill(self, input_ids: Tensor) -> Tensor:
@@ -130,7 +131,7 @@ class _HFDecoder:
             input_ids=input_ids,
             attention_mask=self.mask,
             position_ids=self.position,
-            **cache_kwargs(self.model, self.cache),
+            **self.cache_kw,
             use_cache=True,
             logits_to_keep=1,
         ).logits[:, -1]
@@ -143,7 +144,7 @@ class _HFDecoder:
             input_ids=token.unsqueeze(1),
             attention_mask=self.mask,
             position_ids=self.position,
-            **cache_kwargs(self.model, self.cache),
+            **self.cache_kw,
             use_cache=True,
         ).logits[:, -1]
         self.position = self.position + 1
@@ -193,7 +194,7 @@ class _LlamaDecoder:
     matmuls against a precomputed padding bias. Tokens equal HF `generate`'s (tested)."""
 
     def __init__(self, model, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int, dtype: torch.dtype):
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base = unwrapped(model)
         self.lm_head, self.inner = base.lm_head, base.model
         cfg = base.config
         attn = self.inner.layers[0].self_attn
@@ -263,7 +264,7 @@ class _LlamaDecoder:
 
     @staticmethod
     def supports(model) -> bool:
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base = unwrapped(model)
         cfg = getattr(base, "config", None)
         return (
             getattr(cfg, "model_type", None) in FAST_MODEL_TYPES
@@ -436,7 +437,7 @@ def _plain_generation_config(model):
     top_k, ...), which would make it sample from another distribution than the one we score: swap in a plain one."""
     from transformers import GenerationConfig
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrapped(model)
     saved = base.generation_config
     base.generation_config = GenerationConfig()
     try:
