@@ -156,6 +156,10 @@ class SFTConfig(TrainSettings):
     """After training, greedily answer the eval prompts and score them against the gold answers."""
     max_new_tokens: int = 64
     """Longest answer generated for the gold-answer metrics."""
+    system_prompt: str | None = None
+    """The system message the model is trained with where a record brings none, saved into its tokenizer's chat
+    template as its default (so the reward model, PPO, `rlhf generate` and `rlhf serve` use it too); "" is an empty
+    one. None keeps the template's own default (SmolLM2's is 16 tokens of every sequence)."""
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 from rlhfkit.config import SFTConfig, save_config
 from rlhfkit.data.collate import SFTExample, collate_packed, collate_padded, tokenize_sft
 from rlhfkit.data.io import read_records
+from rlhfkit.data.prompts import set_default_system
 from rlhfkit.eval.gold import gold_metrics
 from rlhfkit.losses import IGNORE_INDEX, sft_nll
 from rlhfkit.models.generate import greedy_answers
@@ -87,6 +88,8 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
     out = Path(cfg.output_dir)
     tokenizer = load_tokenizer(cfg.model)
+    if cfg.system_prompt is not None:
+        set_default_system(tokenizer, cfg.system_prompt)  # saved with the model: later stages format prompts alike
     pad_id = tokenizer.pad_token_id
     train_records = read_records(cfg.train_file, expect=SFT_FORMATS).records
     train_set, truncated = tokenize_sft(

@@ -51,3 +51,36 @@ def encode_prompt(tokenizer, prompt: Text, *, template: str = "chat") -> list[in
     ids = tokenizer(format_prompt(tokenizer, prompt, template=template), add_special_tokens=False).input_ids
     prefix = special_prefix(tokenizer)
     return ids if ids[: len(prefix)] == prefix else prefix + ids
+
+
+def set_default_system(tokenizer, text: str) -> None:
+    """Make `text` the system message of every conversation that does not bring its own, by putting it in front of
+    the tokenizer's chat template. Saved with the tokenizer, it is the model's default from then on: the stages that
+    load it, `rlhf generate` and `rlhf serve` format prompts as training did. Many templates add a default of their
+    own (SmolLM2: "You are a helpful AI assistant named SmolLM, trained by Hugging Face", 16 tokens of every
+    sequence); a short or empty one makes every sequence shorter."""
+    import json
+
+    template = tokenizer.chat_template
+    if not isinstance(template, str):
+        raise ValueError(f"system_prompt: the tokenizer's chat_template is {type(template).__name__}, not one template")
+    guard = (
+        "{%- if not messages or messages[0]['role'] != 'system' %}"
+        "{%- set messages = [{'role': 'system', 'content': " + json.dumps(text) + "}] + messages %}"
+        "{%- endif %}"
+    )
+    tokenizer.chat_template = guard + template
+    probe = [{"role": "user", "content": "Where is HR?"}]
+
+    def render(messages):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    try:
+        ok = render(probe) == render([{"role": "system", "content": text}, *probe])
+        ok = ok and render(probe) != render([{"role": "system", "content": text + " Answer in French."}, *probe])
+    except Exception as e:  # noqa: BLE001 - a template that rejects system turns (Gemma's raises)
+        tokenizer.chat_template = template
+        raise ValueError(f"system_prompt: this model's chat template does not take a system message ({e})") from None
+    if not ok:
+        tokenizer.chat_template = template
+        raise ValueError("system_prompt: this model's chat template ignores system messages")
