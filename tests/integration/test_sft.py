@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 from rlhfkit.cli import app
 from tests.conftest import QA, assert_sharded_in_halves, losses, torchrun
+from rlhfkit.data.prompts import format_prompt
+from rlhfkit.models.load import load_tokenizer
 
 runner = CliRunner()
 FAST = ["max_steps=12", "learning_rate=3e-3", "batch_size=8", "logging_steps=1", "gold_metrics=false", "seed=3"]
@@ -101,9 +103,12 @@ def test_sft_loss_falls_with_lora_and_saves_merged_model(tiny_lm, qa_file, tmp_p
         "batch_size=8",
         "logging_steps=5",
         "gold_metrics=false",
+        "system_prompt=Answer for the help desk.",
     )
     rows = losses(out)
     assert rows[-1] < 0.5 * rows[0]
+    # the system message it trained with is the saved model's default
+    assert format_prompt(load_tokenizer(str(out)), "HR?") == "Answer for the help desk.\n\nUser: HR?\nAssistant: "
     model = AutoModelForCausalLM.from_pretrained(out)  # a plain model: adapters merged
     assert not any("lora" in name for name, _ in model.named_parameters())
     base = AutoModelForCausalLM.from_pretrained(tiny_lm)

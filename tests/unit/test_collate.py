@@ -69,3 +69,54 @@ def test_packed_logits_equal_separate_logits(tiny_lm):
             ).logits[0]
             torch.testing.assert_close(logits[start : start + len(e.input_ids)], alone, rtol=0, atol=1e-5)
             start += len(e.input_ids)
+
+
+# a template with a default system message of its own, as SmolLM2's and Qwen's have
+CHATML_WITH_DEFAULT = (
+    "{% for m in messages %}"
+    "{% if loop.first and m['role'] != 'system' %}<|im_start|>system\nYou are BigBot.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_default_system_prompt_replaces_the_templates_own_and_is_saved_with_the_tokenizer(tiny_lm, tmp_path):
+    from rlhfkit.data.prompts import set_default_system
+    from rlhfkit.models.load import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_lm))
+    tok.chat_template = CHATML_WITH_DEFAULT
+    assert "BigBot" in format_prompt(tok, "Where is HR?")
+    set_default_system(tok, "")
+    tok.save_pretrained(tmp_path)
+    again = load_tokenizer(str(tmp_path))
+    plain = "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nWhere is HR?<|im_end|>\n<|im_start|>assistant\n"
+    assert format_prompt(again, "Where is HR?") == plain
+    assert encode_prompt(again, "Where is HR?") == again(plain, add_special_tokens=False).input_ids
+    # a conversation that brings its own system message keeps it
+    own = format_prompt(again, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+    assert own.startswith("<|im_start|>system\nBe brief.<|im_end|>") and "BigBot" not in own
+
+    fallback = load_tokenizer(str(tiny_lm))
+    set_default_system(fallback, "You answer for Lumen & Pike's help desk.")
+    assert format_prompt(fallback, "HR?") == "You answer for Lumen & Pike's help desk.\n\nUser: HR?\nAssistant: "
+
+
+def test_default_system_prompt_is_refused_by_a_template_without_system_turns(tiny_lm):
+    import pytest
+
+    from rlhfkit.data.prompts import set_default_system
+    from rlhfkit.models.load import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_lm))
+    rejects = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
+        "{{ m['content'] }}\n{% endfor %}"
+    )
+    ignores = "{% for m in messages %}{% if m['role'] != 'system' %}{{ m['content'] }}\n{% endif %}{% endfor %}"
+    for template, said in ((rejects, "does not take a system message"), (ignores, "ignores system messages")):
+        tok.chat_template = template
+        with pytest.raises(ValueError, match=said):
+            set_default_system(tok, "Be brief.")
+        assert tok.chat_template == template  # left as it was
