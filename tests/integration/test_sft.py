@@ -11,9 +11,9 @@ import torch
 from typer.testing import CliRunner
 
 from rlhfkit.cli import app
-from tests.conftest import QA, assert_sharded_in_halves, losses, torchrun
 from rlhfkit.data.prompts import format_prompt
 from rlhfkit.models.load import load_tokenizer
+from tests.conftest import QA, assert_sharded_in_halves, losses, torchrun
 
 runner = CliRunner()
 FAST = ["max_steps=12", "learning_rate=3e-3", "batch_size=8", "logging_steps=1", "gold_metrics=false", "seed=3"]
