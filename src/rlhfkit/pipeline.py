@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -63,6 +65,10 @@ class PipelineConfig:
     """Per ranked prompt, also put its gold answer and this many gold answers of other training questions (fluent,
     but about another fact) among the answers to rank: comparisons that teach the reward model which fact answers
     which question, which the policy's own samples rarely show it."""
+    hard_negatives_from: Literal["random", "similar"] = "random"
+    """Which other questions give the hard negatives: "random", or those that share the most words with the prompt
+    ("Where is Payroll in Austin?" gets the answers about Payroll in Boston and HR in Austin): the near misses a
+    policy confuses it with (another office's floor, "I don't know" where a neighbouring question has no answer)."""
     sft: dict[str, Any] = field(default_factory=dict)
     """Settings for the SFT stage (rlhf sft names)."""
     reward: dict[str, Any] = field(default_factory=dict)
@@ -309,7 +315,9 @@ def run_pipeline(
             )
 
         if cfg.hard_negatives:
-            answers = with_hard_negatives(prompts, answers, gold_of, cfg.hard_negatives, seed=seed)
+            answers = with_hard_negatives(
+                prompts, answers, gold_of, cfg.hard_negatives, seed=seed, similar=cfg.hard_negatives_from == "similar"
+            )
         else:
             answers = resample_alike(prompts, answers, hotter, log=log)
         into.mkdir(parents=True, exist_ok=True)
@@ -503,17 +511,35 @@ def resample_alike(
 
 
 def with_hard_negatives(
-    prompts: list[str], answers: list[list[str]], gold_of: dict[str, str], k: int, *, seed: int
+    prompts: list[str],
+    answers: list[list[str]],
+    gold_of: dict[str, str],
+    k: int,
+    *,
+    seed: int,
+    similar: bool = False,
 ) -> list[list[str]]:
-    """Each prompt's samples plus its gold answer and the gold answers of k other questions (distinct texts)."""
+    """Each prompt's samples plus its gold answer and the gold answers of k other questions (distinct texts): at
+    random, or (`similar`) of the questions sharing the most words with it (Jaccard over lower-case words; ties
+    broken at random) whose gold answer is not its own said another way (one's words all in the other's)."""
     rng = random.Random(seed)
     golds = sorted(set(gold_of.values()))
+    bag = cache(lambda text: frozenset(re.findall(r"[a-z0-9']+", text.lower())))
     out = []
     for p, mine in zip(prompts, answers):
         own = gold_of.get(p)
-        others = [g for g in golds if g != own]
-        extra = ([own] if own else []) + rng.sample(others, min(k, len(others)))
-        out.append(list(dict.fromkeys([*mine, *extra])))
+        if similar:
+            # a gold answer whose words all appear in the other's says the same, tersely or politely: not a negative
+            said = bag(own or "")
+            near = sorted(
+                (q for q in gold_of if not (said <= bag(gold_of[q]) or bag(gold_of[q]) <= said)),
+                key=lambda q: (-len(bag(p) & bag(q)) / max(1, len(bag(p) | bag(q))), rng.random()),
+            )
+            picked = list(dict.fromkeys(gold_of[q] for q in near))[:k]
+        else:
+            others = [g for g in golds if g != own]
+            picked = rng.sample(others, min(k, len(others)))
+        out.append(list(dict.fromkeys([*mine, *([own] if own else []), *picked])))
     return out
 
 
