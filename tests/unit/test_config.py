@@ -102,6 +102,10 @@ def test_demo_config_is_the_yaml_then_the_bundled_paths_then_the_users_overrides
     assert cfg.ppo["learning_rate"] == "1e-3" and cfg.ppo["kl_coef"] == 0.1  # a section merges
     assert cfg.sft["lora"] == {"r": 16, "alpha": 32} and cfg.sft["warmup_ratio"] == 0.05
     assert (cfg.rounds, cfg.methods) == (1, ["ppo"])
+    from rlhfkit.pipeline import stage_configs
+
+    sft, reward, _ = stage_configs(cfg, "m")  # every stage's settings are known to its command
+    assert sft.system_prompt == "" and reward.max_steps == 80 and cfg.hard_negatives_from == "similar"
     tiny = demo_config(tmp_path, model=None, overrides=["train_file=t.jsonl"])
     assert tiny.train_file == "t.jsonl" and tiny.base_model == ""
     assert tiny.ppo["total_episodes"] == 1920 and "lora" not in tiny.sft and tiny.rounds == 2
