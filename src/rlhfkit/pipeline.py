@@ -525,14 +525,16 @@ def with_hard_negatives(
     rng = random.Random(seed)
     golds = sorted(set(gold_of.values()))
     bag = cache(lambda text: frozenset(re.findall(r"[a-z0-9']+", text.lower())))
+
+    def restates(a: str, b: str) -> bool:  # one's words all in the other's: the same, tersely or politely
+        return bag(a) <= bag(b) or bag(b) <= bag(a)
+
     out = []
     for p, mine in zip(prompts, answers):
         own = gold_of.get(p)
         if similar:
-            # a gold answer whose words all appear in the other's says the same, tersely or politely: not a negative
-            said = bag(own or "")
             near = sorted(
-                (q for q in gold_of if not (said <= bag(gold_of[q]) or bag(gold_of[q]) <= said)),
+                (q for q in gold_of if not (own and restates(own, gold_of[q]))),
                 key=lambda q: (-len(bag(p) & bag(q)) / max(1, len(bag(p) | bag(q))), rng.random()),
             )
             picked = list(dict.fromkeys(gold_of[q] for q in near))[:k]

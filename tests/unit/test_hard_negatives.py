@@ -31,3 +31,11 @@ def test_similar_negatives_are_the_near_misses_not_the_same_answer_said_again():
     assert sorted(got[2:]) == ["1st floor, Building C.", "4th floor, Building A."]
     (one,) = with_hard_negatives(prompts, [[]], GOLD, 1, seed=0, similar=True)
     assert one[1] in ("1st floor, Building C.", "4th floor, Building A.")
+
+
+def test_similar_negatives_for_a_prompt_without_a_gold_answer_are_still_the_nearest_ones():
+    (got,) = with_hard_negatives(["Where is Payroll in Austin today?"], [["a sample"]], GOLD, 2, seed=0, similar=True)
+    # nothing to restate, so nothing is skipped: the closest question (5 of 6 words) first, then one of the two
+    # that share 4 of 7
+    assert got[:2] == ["a sample", "2nd floor, Building C."] and len(got) == 3
+    assert got[2] in ("1st floor, Building C.", "4th floor, Building A.")

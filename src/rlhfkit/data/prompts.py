@@ -6,6 +6,8 @@ stages format prompts the same way. `prompt_template=raw` uses string prompts ve
 
 from __future__ import annotations
 
+import json
+
 from rlhfkit.data.schema import Text
 
 FALLBACK_CHAT_TEMPLATE = (
@@ -59,8 +61,6 @@ def set_default_system(tokenizer, text: str) -> None:
     load it, `rlhf generate` and `rlhf serve` format prompts as training did. Many templates add a default of their
     own (SmolLM2: "You are a helpful AI assistant named SmolLM, trained by Hugging Face", 16 tokens of every
     sequence); a short or empty one makes every sequence shorter."""
-    import json
-
     template = tokenizer.chat_template
     if not isinstance(template, str):
         raise ValueError(f"system_prompt: the tokenizer's chat_template is {type(template).__name__}, not one template")
